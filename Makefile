@@ -1,0 +1,40 @@
+# One command gates everything: `make test` rebuilds .venv from scratch, then ruff, mypy and pytest.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SHARED_CATALOG := ../shared/data/msrc/cvrf-xml
+export AUTOPATCH_CATALOG_DIR ?= $(if $(wildcard $(SHARED_CATALOG)),$(abspath $(SHARED_CATALOG)),)
+DEMO_DB ?= $(CURDIR)/demo/autopatch.db
+
+.PHONY: venv test lint typecheck unit demo bench clean
+
+venv:
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+
+$(BIN)/autopatch: pyproject.toml
+	$(MAKE) venv
+
+test: venv lint typecheck unit
+
+lint:
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck:
+	$(BIN)/mypy
+
+unit:
+	$(BIN)/pytest -n 2
+
+demo: $(BIN)/autopatch
+	mkdir -p $(dir $(DEMO_DB))
+	AUTOPATCH_DB=$(DEMO_DB) $(BIN)/autopatch demo
+
+bench: $(BIN)/autopatch
+	$(BIN)/python benchmarks/catalog_ingest.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

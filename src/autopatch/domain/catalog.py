@@ -1,0 +1,237 @@
+"""The catalog's data model and the normalisation rules for Microsoft's raw values.
+
+Every parser (CVRF XML, CVRF JSON, SUG OData) produces a ``CatalogDocument``; the rules below are
+the one place where MSRC quirks are decided, so the three formats cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import date
+from typing import NamedTuple
+
+from autopatch.domain.identifiers import kb_number
+
+_SPACES = re.compile(r"\s+")
+_LIST_SEPARATORS = re.compile(r"[,;\s]+")
+
+# SubType spellings seen in real documents → one canonical name (MSRC_DATA.md §3).
+_SUBTYPE_ALIASES = {
+    "securityhotpatchupdate": "Security Hotpatch Update",
+    "azurehotpatch": "Azure Hotpatch",
+    "servicingstackupdate": "Servicing Stack Update",
+    "securityupdate": "Security Update",
+    "monthlyrollup": "Monthly Rollup",
+    "securityonly": "Security Only",
+    "standalonesecurityupdate": "Standalone Security Update",
+}
+HOTPATCH_SUBTYPES = frozenset({"Security Hotpatch Update", "Azure Hotpatch"})
+SEVERITIES = ("Critical", "Important", "Moderate", "Low")
+RESTART_VALUES = ("Yes", "No", "Maybe")
+
+
+def collapse_spaces(text: str) -> str:
+    """Product names carry double spaces in older JSON ("Windows Server 2019  (Server Core installation)")."""
+    return _SPACES.sub(" ", text).strip()
+
+
+def normalise_subtype(raw: str | None) -> str | None:
+    """One spelling per remediation kind: hotpatch alone has three in the real files."""
+    if raw is None or not raw.strip():
+        return None
+    key = _SPACES.sub("", raw).lower()
+    return _SUBTYPE_ALIASES.get(key, collapse_spaces(raw))
+
+
+def normalise_severity(raw: str | None) -> str | None:
+    """Severity is sometimes absent, empty or the literal string "None" (ADV230001 in 2023-Jul)."""
+    if raw is None:
+        return None
+    text = raw.strip()
+    return text if text in SEVERITIES else None
+
+
+def normalise_restart(raw: str | None) -> str | None:
+    """Yes / No / Maybe, or None when Microsoft did not say."""
+    if raw is None:
+        return None
+    text = raw.strip().capitalize()
+    return text if text in RESTART_VALUES else None
+
+
+def parse_supersedes(raw: str | None) -> tuple[int, ...]:
+    """Supercedence is absent, one KB, or a list ("5018543, 5021086"); old rows name bulletins (MS15-131)."""
+    if not raw:
+        return ()
+    numbers = (kb_number(token) for token in _LIST_SEPARATORS.split(raw) if token)
+    return tuple(dict.fromkeys(number for number in numbers if number is not None))
+
+
+def parse_exploit_status(raw: str | None) -> tuple[bool | None, bool | None]:
+    """(exploited, publicly_disclosed) from "Publicly Disclosed:Yes;Exploited:No;…"."""
+    if not raw:
+        return None, None
+    flags: dict[str, bool] = {}
+    for part in raw.split(";"):
+        name, _, value = part.partition(":")
+        if value.strip() in ("Yes", "No"):
+            flags[name.strip().lower()] = value.strip() == "Yes"
+    return flags.get("exploited"), flags.get("publicly disclosed")
+
+
+def kb_article_url(kb: int) -> str:
+    """Microsoft's support article for a KB (what the Release Notes remediation links to)."""
+    return f"https://support.microsoft.com/help/{kb}"
+
+
+def format_kb(kb: int) -> str:
+    return f"KB{kb}"
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """Identity of one monthly document: its id, revision and dates, as Microsoft published them."""
+
+    document_id: str
+    title: str
+    revision: str
+    initial_release_date: date | None
+    current_release_date: date | None
+    source_format: str  # "cvrf-xml" | "cvrf-json" | "sug"
+
+    @property
+    def revision_key(self) -> tuple[int, ...]:
+        return self.revision_sort_key(self.revision)
+
+    @staticmethod
+    def revision_sort_key(revision: str) -> tuple[int, ...]:
+        """Revisions are counters ("369") or versions ("3.1"): compare them numerically."""
+        return tuple(int(part) for part in re.findall(r"\d+", revision)) or (0,)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    product_id: str
+    name: str
+    family: str | None
+
+
+class Vulnerability(NamedTuple):
+    cve: str
+    title: str
+    cwe: tuple[str, ...]
+    exploited: bool | None
+    publicly_disclosed: bool | None
+    release_date: date | None
+
+
+class AffectedProduct(NamedTuple):
+    """One (CVE, product) pair with the scores Microsoft gives for that product.
+
+    Row types are named tuples: hundreds of thousands cross a process boundary per import.
+    """
+
+    cve: str
+    product_id: str
+    severity: str | None
+    impact: str | None
+    cvss_base: float | None
+    cvss_temporal: float | None
+    cvss_vector: str | None
+
+
+class KbFix(NamedTuple):
+    """One Vendor Fix KB for one (CVE, product): the unit the catalog is made of."""
+
+    cve: str
+    product_id: str
+    kb: int
+    subtype: str | None
+    fixed_build: str | None
+    supersedes: tuple[int, ...]
+    restart_required: str | None
+    kb_url: str | None
+    download_url: str | None
+
+    @property
+    def is_hotpatch(self) -> bool:
+        return self.subtype in HOTPATCH_SUBTYPES
+
+
+@dataclass(slots=True)
+class CatalogDocument:
+    """Everything one document says, normalised; what the store imports in one transaction."""
+
+    info: DocumentInfo
+    products: list[Product] = field(default_factory=list)
+    vulnerabilities: list[Vulnerability] = field(default_factory=list)
+    affected: list[AffectedProduct] = field(default_factory=list)
+    fixes: list[KbFix] = field(default_factory=list)
+
+
+# --- What the store hands back to the queries ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDocument:
+    """A document as the catalog recorded it: which revision of which month, from which bytes."""
+
+    document_id: str
+    title: str
+    revision: str
+    initial_release_date: date | None
+    current_release_date: date | None
+    source_format: str
+    source_sha256: str
+    imported_at: str
+
+    @property
+    def revision_key(self) -> tuple[int, ...]:
+        return DocumentInfo.revision_sort_key(self.revision)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductSummary:
+    product_id: str
+    name: str
+    family: str | None
+    cve_count: int
+    kb_count: int
+
+
+class AffectedRecord(NamedTuple):
+    """One (document, CVE, product) row joined with its vulnerability's facts."""
+
+    document_id: str
+    cve: str
+    product_id: str
+    product: str
+    family: str | None
+    title: str
+    severity: str | None
+    impact: str | None
+    cvss_base: float | None
+    cvss_temporal: float | None
+    cvss_vector: str | None
+    cwe: tuple[str, ...]
+    exploited: bool | None
+    publicly_disclosed: bool | None
+    release_date: date | None
+
+
+class FixRecord(NamedTuple):
+    """A ``KbFix`` with the document it came from."""
+
+    document_id: str
+    fix: KbFix
+
+
+@dataclass(frozen=True, slots=True)
+class ImportCounts:
+    """What importing one document changed, by (CVE, product, KB) entry."""
+
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    removed: int = 0

@@ -1,0 +1,54 @@
+"""The one error tree of AutoPatch.
+
+    AutoPatchError
+    ├── InputError            the caller's fault: exit code 2 on the CLI, 4xx over HTTP
+    │   ├── ValidationError   a value breaks a rule (names the field, the value and the rule)
+    │   ├── NotFoundError     a well-formed name that the store does not know
+    │   └── DocumentFormatError  a file or payload that is not MSRC data (or is truncated)
+    └── ExecutionError        the world's fault: recorded, retried where policy allows
+        ├── SourceUnavailableError  Microsoft's API cannot be reached or keeps failing
+        └── StoreError        the database failed (adapters translate sqlite3/botocore errors)
+
+Adapters translate vendor exceptions into these (``raise StoreError(...) from exc``), so nothing
+above an adapter ever catches a vendor exception.
+"""
+
+from __future__ import annotations
+
+
+class AutoPatchError(Exception):
+    """Base of every error AutoPatch raises on purpose."""
+
+
+class InputError(AutoPatchError):
+    """The request itself is wrong; retrying it unchanged cannot help."""
+
+
+class ValidationError(InputError):
+    """A value breaks a rule. The message names the field, the value and the rule."""
+
+    def __init__(self, field: str, value: object, rule: str) -> None:
+        self.field = field
+        self.value = value
+        self.rule = rule
+        super().__init__(f"{field}: {value!r} is invalid: {rule}")
+
+
+class NotFoundError(InputError):
+    """A well-formed identifier that is not in the store (unknown product, KB, instance...)."""
+
+
+class DocumentFormatError(InputError):
+    """A file or payload that is not an MSRC document, or is damaged (truncated gzip, bad XML)."""
+
+
+class ExecutionError(AutoPatchError):
+    """Something outside the caller's control failed; the operation may succeed later."""
+
+
+class SourceUnavailableError(ExecutionError):
+    """Microsoft's API is unreachable (offline, DNS, TLS) or kept failing after retries."""
+
+
+class StoreError(ExecutionError):
+    """The store failed to read or write."""

@@ -1,0 +1,1 @@
+"""Store port (``base.py``) and its adapters, one file each."""

@@ -1,0 +1,387 @@
+"""SQLite adapter of the store port: the embedded store (WAL, foreign keys, versioned schema).
+
+One connection per store object; every write is one transaction, so an import that fails half
+way leaves the database exactly as it was. ``sqlite3`` errors are translated into ``StoreError``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from autopatch.domain.catalog import (
+    AffectedRecord,
+    CatalogDocument,
+    FixRecord,
+    ImportCounts,
+    KbFix,
+    Product,
+    ProductSummary,
+    StoredDocument,
+)
+from autopatch.errors import StoreError
+
+# Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
+# Child rows reference their document only (not each other): per-row composite foreign keys
+# cost a third of the import time, and rows never outlive their document anyway.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE documents (
+        document_id TEXT PRIMARY KEY,
+        title TEXT NOT NULL,
+        revision TEXT NOT NULL,
+        initial_release_date TEXT,
+        current_release_date TEXT,
+        source_format TEXT NOT NULL,
+        source_sha256 TEXT NOT NULL,
+        imported_at TEXT NOT NULL
+    );
+    CREATE TABLE products (
+        product_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        family TEXT
+    );
+    CREATE INDEX products_by_name ON products (name COLLATE NOCASE);
+    CREATE TABLE vulnerabilities (
+        document_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
+        cve TEXT NOT NULL,
+        title TEXT NOT NULL,
+        cwe TEXT NOT NULL,
+        exploited INTEGER,
+        publicly_disclosed INTEGER,
+        release_date TEXT,
+        PRIMARY KEY (document_id, cve)
+    ) WITHOUT ROWID;
+    CREATE TABLE affected (
+        document_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
+        cve TEXT NOT NULL,
+        product_id TEXT NOT NULL REFERENCES products,
+        severity TEXT,
+        impact TEXT,
+        cvss_base REAL,
+        cvss_temporal REAL,
+        cvss_vector TEXT,
+        PRIMARY KEY (document_id, cve, product_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX affected_by_product ON affected (product_id, cve);
+    CREATE TABLE fixes (
+        document_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
+        cve TEXT NOT NULL,
+        product_id TEXT NOT NULL,
+        kb INTEGER NOT NULL,
+        subtype TEXT,
+        fixed_build TEXT,
+        supersedes TEXT NOT NULL,
+        restart_required TEXT,
+        kb_url TEXT,
+        download_url TEXT,
+        PRIMARY KEY (document_id, cve, product_id, kb)
+    ) WITHOUT ROWID;
+    CREATE INDEX fixes_by_kb ON fixes (kb);
+    CREATE INDEX fixes_by_product ON fixes (product_id, cve);
+    CREATE TABLE supersedence (
+        document_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
+        kb INTEGER NOT NULL,
+        superseded_kb INTEGER NOT NULL,
+        PRIMARY KEY (document_id, kb, superseded_kb)
+    ) WITHOUT ROWID;
+    CREATE INDEX supersedence_by_kb ON supersedence (kb);
+    CREATE INDEX supersedence_by_superseded ON supersedence (superseded_kb);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def _iso(day: date | None) -> str | None:
+    return day.isoformat() if day else None
+
+
+def _day(text: str | None) -> date | None:
+    return date.fromisoformat(text) if text else None
+
+
+def _flag(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
+
+
+def _placeholders(values: Collection[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+class SqliteStore:
+    """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._db.execute("PRAGMA foreign_keys = ON")
+            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._migrate()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
+
+    # --- infrastructure ------------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} has schema version {version}; this AutoPatch knows up to {SCHEMA_VERSION}"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self._transaction():
+                self._run_script(MIGRATIONS[number])
+                self._db.execute(f"PRAGMA user_version = {number + 1}")
+
+    def _run_script(self, script: str) -> None:
+        # executescript() would COMMIT our transaction; run statement by statement instead.
+        for statement in script.split(";"):
+            if statement.strip():
+                self._db.execute(statement)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"database write failed: {exc}") from exc
+
+    def _query(self, sql: str, parameters: Iterable[object] = ()) -> list[tuple[object, ...]]:
+        try:
+            return self._db.execute(sql, tuple(parameters)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"database read failed: {exc}") from exc
+
+    def close(self) -> None:
+        self._db.close()
+
+    # --- documents -----------------------------------------------------------------------------
+
+    def get_document(self, document_id: str) -> StoredDocument | None:
+        rows = self._query("SELECT * FROM documents WHERE document_id = ?", (document_id,))
+        return self._document(rows[0]) if rows else None
+
+    def list_documents(self) -> list[StoredDocument]:
+        return [self._document(row) for row in self._query("SELECT * FROM documents ORDER BY document_id")]
+
+    @staticmethod
+    def _document(row: tuple[object, ...]) -> StoredDocument:
+        document_id, title, revision, initial, current, source_format, sha256, imported_at = row
+        return StoredDocument(
+            document_id=str(document_id),
+            title=str(title),
+            revision=str(revision),
+            initial_release_date=_day(initial),  # type: ignore[arg-type]
+            current_release_date=_day(current),  # type: ignore[arg-type]
+            source_format=str(source_format),
+            source_sha256=str(sha256),
+            imported_at=str(imported_at),
+        )
+
+    def replace_document(self, document: CatalogDocument, source_sha256: str) -> ImportCounts:
+        info = document.info
+        fix_rows = [
+            (
+                info.document_id,
+                fix.cve,
+                fix.product_id,
+                fix.kb,
+                fix.subtype,
+                fix.fixed_build,
+                ",".join(map(str, fix.supersedes)),
+                fix.restart_required,
+                fix.kb_url,
+                fix.download_url,
+            )
+            for fix in document.fixes
+        ]
+        with self._transaction() as db:
+            old_rows = {
+                row[1:4]: row
+                for row in db.execute("SELECT * FROM fixes WHERE document_id = ?", (info.document_id,))
+            }
+            db.execute("DELETE FROM documents WHERE document_id = ?", (info.document_id,))
+            db.execute(
+                "INSERT INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    info.document_id,
+                    info.title,
+                    info.revision,
+                    _iso(info.initial_release_date),
+                    _iso(info.current_release_date),
+                    info.source_format,
+                    source_sha256,
+                    datetime.now(UTC).isoformat(timespec="seconds"),
+                ),
+            )
+            db.executemany(
+                "INSERT INTO products VALUES (?, ?, ?) ON CONFLICT (product_id) DO UPDATE SET "
+                "name = excluded.name, family = coalesce(excluded.family, products.family)",
+                ((p.product_id, p.name, p.family) for p in document.products),
+            )
+            db.executemany(
+                "INSERT INTO vulnerabilities VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    (
+                        info.document_id,
+                        v.cve,
+                        v.title,
+                        json.dumps(v.cwe),
+                        v.exploited,
+                        v.publicly_disclosed,
+                        _iso(v.release_date),
+                    )
+                    for v in document.vulnerabilities
+                ),
+            )
+            db.executemany(
+                "INSERT INTO affected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                ((info.document_id, *row) for row in document.affected),
+            )
+            db.executemany("INSERT INTO fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fix_rows)
+            db.executemany(
+                "INSERT OR IGNORE INTO supersedence VALUES (?, ?, ?)",
+                ((info.document_id, fix.kb, old) for fix in document.fixes for old in fix.supersedes),
+            )
+        return self._compare(old_rows, fix_rows)
+
+    @staticmethod
+    def _compare(
+        old_rows: dict[tuple[object, ...], tuple[object, ...]], new_rows: list[tuple[object, ...]]
+    ) -> ImportCounts:
+        if not old_rows:
+            return ImportCounts(added=len(new_rows))
+        added = updated = unchanged = 0
+        for row in new_rows:
+            previous = old_rows.pop(row[1:4], None)
+            if previous is None:
+                added += 1
+            elif previous == row:
+                unchanged += 1
+            else:
+                updated += 1
+        return ImportCounts(added=added, updated=updated, unchanged=unchanged, removed=len(old_rows))
+
+    # --- catalog reads -------------------------------------------------------------------------
+
+    def list_products(self) -> list[Product]:
+        return [Product(*row) for row in self._query("SELECT * FROM products ORDER BY name")]  # type: ignore[arg-type]
+
+    def product_summaries(self) -> list[ProductSummary]:
+        rows = self._query(
+            """
+            SELECT p.product_id, p.name, p.family,
+                   (SELECT count(DISTINCT cve) FROM affected a WHERE a.product_id = p.product_id),
+                   (SELECT count(DISTINCT kb) FROM fixes f WHERE f.product_id = p.product_id)
+            FROM products p ORDER BY p.name
+            """
+        )
+        return [ProductSummary(*row) for row in rows]  # type: ignore[arg-type]
+
+    def affected(
+        self,
+        product_ids: Collection[str],
+        document_ids: Collection[str] | None = None,
+        cves: Collection[str] | None = None,
+    ) -> list[AffectedRecord]:
+        sql = [
+            """
+            SELECT a.document_id, a.cve, a.product_id, p.name, p.family, v.title, a.severity, a.impact,
+                   a.cvss_base, a.cvss_temporal, a.cvss_vector, v.cwe, v.exploited,
+                   v.publicly_disclosed, v.release_date
+            FROM affected a
+            JOIN products p ON p.product_id = a.product_id
+            JOIN vulnerabilities v ON v.document_id = a.document_id AND v.cve = a.cve
+            """
+            f"WHERE a.product_id IN ({_placeholders(product_ids)})"
+        ]
+        parameters: list[object] = list(product_ids)
+        for column, values in (("a.document_id", document_ids), ("a.cve", cves)):
+            if values is not None:
+                sql.append(f"AND {column} IN ({_placeholders(values)})")
+                parameters.extend(values)
+        rows = self._query(" ".join(sql), parameters)
+        return [
+            AffectedRecord(
+                *row[:11],  # type: ignore[arg-type]
+                cwe=tuple(json.loads(str(row[11]))),
+                exploited=_flag(row[12]),  # type: ignore[arg-type]
+                publicly_disclosed=_flag(row[13]),  # type: ignore[arg-type]
+                release_date=_day(row[14]),  # type: ignore[arg-type]
+            )
+            for row in rows
+        ]
+
+    def fixes_for_products(
+        self, product_ids: Collection[str], cves: Collection[str] | None = None
+    ) -> list[FixRecord]:
+        sql = f"SELECT * FROM fixes WHERE product_id IN ({_placeholders(product_ids)})"
+        parameters: list[object] = list(product_ids)
+        if cves is not None:
+            sql += f" AND cve IN ({_placeholders(cves)})"
+            parameters.extend(cves)
+        return [self._fix(row) for row in self._query(sql, parameters)]
+
+    def fixes_for_kbs(self, kbs: Iterable[int]) -> list[FixRecord]:
+        wanted = list(kbs)
+        sql = f"SELECT * FROM fixes WHERE kb IN ({_placeholders(wanted)})"
+        return [self._fix(row) for row in self._query(sql, wanted)]
+
+    @staticmethod
+    def _fix(row: tuple[object, ...]) -> FixRecord:
+        document_id, cve, product_id, kb, subtype, build, supersedes, restart, kb_url, download = row
+        return FixRecord(
+            str(document_id),
+            KbFix(
+                cve=str(cve),
+                product_id=str(product_id),
+                kb=int(kb),  # type: ignore[call-overload]
+                subtype=subtype,  # type: ignore[arg-type]
+                fixed_build=build,  # type: ignore[arg-type]
+                supersedes=tuple(int(number) for number in str(supersedes).split(",") if number),
+                restart_required=restart,  # type: ignore[arg-type]
+                kb_url=kb_url,  # type: ignore[arg-type]
+                download_url=download,  # type: ignore[arg-type]
+            ),
+        )
+
+    def _edges(self, column: str, other: str, kbs: Iterable[int]) -> dict[int, set[int]]:
+        wanted = list(kbs)
+        result: dict[int, set[int]] = {kb: set() for kb in wanted}
+        sql = (
+            f"SELECT DISTINCT {column}, {other} FROM supersedence WHERE {column} IN ({_placeholders(wanted)})"
+        )
+        for key, value in self._query(sql, wanted):
+            result[int(key)].add(int(value))  # type: ignore[call-overload]
+        return result
+
+    def superseded_by(self, kbs: Iterable[int]) -> dict[int, set[int]]:
+        return self._edges("superseded_kb", "kb", kbs)
+
+    def supersedes(self, kbs: Iterable[int]) -> dict[int, set[int]]:
+        return self._edges("kb", "superseded_kb", kbs)
+
+    def counts(self) -> dict[str, int]:
+        queries = {
+            "documents": "SELECT count(*) FROM documents",
+            "cves": "SELECT count(DISTINCT cve) FROM vulnerabilities",
+            "products": "SELECT count(*) FROM products",
+            "kbs": "SELECT count(DISTINCT kb) FROM fixes",
+            "entries": "SELECT count(*) FROM fixes",
+        }
+        return {name: int(self._query(sql)[0][0]) for name, sql in queries.items()}  # type: ignore[call-overload]
