@@ -67,7 +67,7 @@ def parse_cvrf_xml(data: bytes, source: str = "<bytes>") -> CatalogDocument:
 
 def _release(element: etree._Element) -> None:
     """Free what has been read: the element and the siblings iterparse already passed."""
-    element.clear(keep_tail=False)
+    element.clear()
     parent = element.getparent()
     if parent is not None and parent.tag == _ROOT:
         while element.getprevious() is not None:

@@ -29,7 +29,7 @@ class DocumentOutcome:
     document_id: str
     revision: str
     action: str  # "imported" | "replaced" | "unchanged" | "older"
-    counts: ImportCounts = ImportCounts()
+    counts: ImportCounts = field(default_factory=ImportCounts)
 
 
 @dataclass(slots=True)

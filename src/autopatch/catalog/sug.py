@@ -1,4 +1,4 @@
-"""Parser for Security Update Guide OData ``affectedProduct`` records (one record per CVE × product).
+"""Parser for Security Update Guide OData ``affectedProduct`` records (one record per CVE and product).
 
 SUG has no documents: records are grouped by ``releaseNumber`` (the CVRF month id) into one
 catalog document per month, stored as ``sug/<month>`` so that a few SUG pages never replace a

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 from autopatch.domain.catalog import (
     AffectedRecord,
@@ -262,7 +263,7 @@ class SqliteStore:
 
     @staticmethod
     def _compare(
-        old_rows: dict[tuple[object, ...], tuple[object, ...]], new_rows: list[tuple[object, ...]]
+        old_rows: dict[tuple[object, ...], tuple[object, ...]], new_rows: Sequence[tuple[object, ...]]
     ) -> ImportCounts:
         if not old_rows:
             return ImportCounts(added=len(new_rows))
@@ -316,16 +317,27 @@ class SqliteStore:
                 sql.append(f"AND {column} IN ({_placeholders(values)})")
                 parameters.extend(values)
         rows = self._query(" ".join(sql), parameters)
-        return [
-            AffectedRecord(
-                *row[:11],  # type: ignore[arg-type]
-                cwe=tuple(json.loads(str(row[11]))),
-                exploited=_flag(row[12]),  # type: ignore[arg-type]
-                publicly_disclosed=_flag(row[13]),  # type: ignore[arg-type]
-                release_date=_day(row[14]),  # type: ignore[arg-type]
-            )
-            for row in rows
-        ]
+        return [self._affected_record(row) for row in rows]
+
+    @staticmethod
+    def _affected_record(row: tuple[Any, ...]) -> AffectedRecord:
+        return AffectedRecord(
+            document_id=row[0],
+            cve=row[1],
+            product_id=row[2],
+            product=row[3],
+            family=row[4],
+            title=row[5],
+            severity=row[6],
+            impact=row[7],
+            cvss_base=row[8],
+            cvss_temporal=row[9],
+            cvss_vector=row[10],
+            cwe=tuple(json.loads(row[11])),
+            exploited=_flag(row[12]),
+            publicly_disclosed=_flag(row[13]),
+            release_date=_day(row[14]),
+        )
 
     def fixes_for_products(
         self, product_ids: Collection[str], cves: Collection[str] | None = None

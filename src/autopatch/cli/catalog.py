@@ -1,0 +1,134 @@
+"""``autopatch catalog …``: import, update and query the MSRC catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from autopatch.catalog import queries
+from autopatch.catalog.ingest import ImportSummary, import_paths
+from autopatch.cli.context import CliContext
+from autopatch.cli.output import OutputFormat, render
+from autopatch.cli.progress import progress_bar
+from autopatch.domain.identifiers import parse_cve, parse_month
+
+app = typer.Typer(help="The MSRC catalog: CVE → product → KB.", no_args_is_help=True)
+
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
+SUMMARY_COLUMNS = ("documents", "cves", "products", "kbs", "entries")
+
+
+def _context(ctx: typer.Context) -> CliContext:
+    context: CliContext = ctx.obj
+    return context
+
+
+def print_import_summary(context: CliContext, summary: ImportSummary, output: OutputFormat) -> None:
+    data = summary.as_dict()
+    if output is OutputFormat.json:
+        render(data, output)
+        return
+    row = {
+        "documents imported": data["documents_imported"],
+        "unchanged": data["documents_unchanged"],
+        "older (skipped)": data["documents_skipped_older"],
+        **{name: summary.totals.get(name, 0) for name in SUMMARY_COLUMNS},
+        "entries added": data["entries_added"],
+        "entries updated": data["entries_updated"],
+        "seconds": data["seconds"],
+    }
+    render([row], output, title="Catalog import")
+
+
+@app.command("import")
+def import_command(
+    ctx: typer.Context,
+    paths: Annotated[list[Path], typer.Argument(help="MSRC files or folders (.xml, .json, .gz)")],
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Import CVRF XML/JSON documents or SUG pages from files (offline, air-gapped)."""
+    context = _context(ctx)
+    with progress_bar(context.console, "Importing") as on_progress:
+        summary = import_paths(context.store, paths, on_progress, workers=context.settings.import_workers)
+    print_import_summary(context, summary, output)
+
+
+@app.command("update")
+def update_command(
+    ctx: typer.Context,
+    since: Annotated[str | None, typer.Option(help="first month, YYYY-MM")] = None,
+    until: Annotated[str | None, typer.Option(help="last month, YYYY-MM")] = None,
+    source: Annotated[str, typer.Option(help="cvrf or sug")] = "cvrf",
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Fetch monthly documents live from the MSRC API (default: the last three months)."""
+    from datetime import date
+
+    from autopatch.catalog.client import MsrcClient
+    from autopatch.catalog.update import default_months, update_catalog
+
+    context = _context(ctx)
+    first, last = default_months(date.today())
+    first = parse_month(since, "since") if since else first
+    last = parse_month(until, "until") if until else last
+    settings = context.settings
+    with (
+        MsrcClient(settings.msrc_base_url, timeout=settings.http_timeout, retries=settings.http_retries) as client,
+        progress_bar(context.console, "Fetching") as on_progress,
+    ):
+        summary = update_catalog(context.store, client, first, last, source, on_progress)
+    print_import_summary(context, summary, output)
+
+
+@app.command("products")
+def products_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
+    """Every product with its MSRC ids and counts of CVEs and KBs."""
+    rows = queries.list_products(_context(ctx).store)
+    render(rows, output, title="Products")
+
+
+@app.command("cves")
+def cves_command(
+    ctx: typer.Context,
+    product: Annotated[str, typer.Option(help="exact MSRC product name, e.g. 'Windows Server 2022'")],
+    month: Annotated[str | None, typer.Option(help="MSRC monthly release, YYYY-MM")] = None,
+    severity: Annotated[list[str] | None, typer.Option(help="Critical,Important,…")] = None,
+    cve: Annotated[list[str] | None, typer.Option(help="only these CVE ids")] = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """CVEs affecting a product, one row per (CVE, product), with the KBs that fix them."""
+    rows = queries.find_cves(
+        _context(ctx).store,
+        product,
+        month=parse_month(month) if month else None,
+        severities=queries.parse_severities(severity) if severity else None,
+        cves=[parse_cve(value) for value in cve] if cve else None,
+    )
+    columns = ("cve", "product", "month", "severity", "impact", "cvss_base", "kbs", "title")
+    render(rows, output, columns=None if output is OutputFormat.json else columns, title="CVEs")
+
+
+@app.command("kb")
+def kb_command(
+    ctx: typer.Context,
+    kb: Annotated[str, typer.Argument(help="KB id, e.g. KB5034129")],
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """One KB: products and fixed builds, CVEs, month, and its supersedence chain both ways."""
+    view = queries.describe_kb(_context(ctx).store, kb)
+    if output is not OutputFormat.table:
+        render(view, output)
+        return
+    console = _context(ctx).console.__class__()
+    console.print(
+        f"[bold]{view['kb']}[/] {view['subtype'] or ''} · month {view['month']} · "
+        f"restart {view['restart_required'] or '?'} · {view['url']}"
+    )
+    render(view["products"], output, title="Products", console=console)
+    render(view["cves"], output, title="CVEs", console=console)
+    console.print(f"supersedes: {', '.join(view['supersedes']) or '—'}")
+    console.print(f"supersedes (chain): {', '.join(view['supersedes_chain']) or '—'}")
+    console.print(f"superseded by: {', '.join(view['superseded_by']) or '—'}")
+    console.print(f"superseded by (chain): {', '.join(view['superseded_by_chain']) or '—'}")

@@ -1,0 +1,29 @@
+"""All configuration in one place: environment variables (``AUTOPATCH_*``), overridable by CLI flags.
+
+| variable                  | default                           | meaning                                  |
+|---------------------------|-----------------------------------|------------------------------------------|
+| AUTOPATCH_DB              | ``autopatch.db``                  | SQLite database file (WAL)               |
+| AUTOPATCH_MSRC_BASE_URL   | ``https://api.msrc.microsoft.com``| MSRC API root (point at a mirror/tests)  |
+| AUTOPATCH_CATALOG_DIR     | unset                             | offline folder of MSRC documents         |
+| AUTOPATCH_HTTP_TIMEOUT    | ``30``                            | seconds per HTTP request                 |
+| AUTOPATCH_HTTP_RETRIES    | ``4``                             | attempts on 429/5xx/network errors       |
+| AUTOPATCH_IMPORT_WORKERS  | ``2``                             | parser processes for folder imports      |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AUTOPATCH_", extra="ignore")
+
+    db: Path = Path("autopatch.db")
+    msrc_base_url: str = Field(default="https://api.msrc.microsoft.com", pattern=r"^https?://\S+$")
+    catalog_dir: Path | None = None
+    http_timeout: float = Field(default=30.0, gt=0)
+    http_retries: int = Field(default=4, ge=1, le=10)
+    import_workers: int = Field(default=2, ge=1, le=16)

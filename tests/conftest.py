@@ -1,0 +1,65 @@
+"""Shared fixtures: the real MSRC documents in ../shared/data/msrc (read, never copied)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from autopatch.catalog.ingest import import_paths
+from autopatch.store.sqlite import SqliteStore
+
+MSRC_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc"
+CVRF_XML = MSRC_DATA / "cvrf-xml"
+CVRF_JSON = MSRC_DATA / "cvrf-json"
+SUG = MSRC_DATA / "sug"
+# Months the catalog tests need: a year of Windows Server 2022 cumulative updates plus the
+# months MSRC_DATA.md quotes as worked examples.
+CATALOG_MONTHS = (
+    "2021-Jul",
+    "2023-Oct",
+    "2023-Nov",
+    "2023-Dec",
+    "2024-Jan",
+    "2024-Feb",
+    "2024-Mar",
+    "2024-Nov",
+    "2025-Jan",
+    "2025-Sep",
+    "2025-Oct",
+)
+
+
+def xml_path(month: str) -> Path:
+    return CVRF_XML / f"{month}.xml.gz"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _require_shared_data() -> None:
+    if not CVRF_XML.is_dir():
+        pytest.skip(f"the team's MSRC data is not at {MSRC_DATA}", allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+def catalog_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A catalog database built once per test session from real monthly documents."""
+    path = tmp_path_factory.mktemp("catalog") / "catalog.db"
+    store = SqliteStore(path)
+    import_paths(store, [xml_path(month) for month in CATALOG_MONTHS], workers=1)
+    store.close()
+    return path
+
+
+@pytest.fixture
+def catalog(catalog_db: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(catalog_db)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def empty_store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "empty.db")
+    yield store
+    store.close()
