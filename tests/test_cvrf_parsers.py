@@ -128,9 +128,7 @@ def test_double_spaces_in_json_product_names_are_collapsed() -> None:
 
 
 def test_sug_page_matches_the_cvrf_march_2025_row() -> None:
-    [document] = parse_payload(
-        (SUG / "affectedProduct_2025-Mar_CVE-2025-24066_page.json").read_bytes(), "sug"
-    )
+    [document] = parse_payload((SUG / "affectedProduct_2025-Mar_CVE-2025-24066_page.json").read_bytes(), "sug")
     assert document.info.document_id == "sug/2025-Mar"
     sug_fix = fixes(document, "CVE-2025-24066", "10816")[5053594]
     cvrf_fix = fixes(load("2025-Mar"), "CVE-2025-24066", "10816")[5053594]

@@ -168,7 +168,6 @@ class DocumentBuilder:
 
     def build(self) -> CatalogDocument:
         self.document.products = [
-            Product(product_id=pid, name=name, family=self._families.get(pid))
-            for pid, name in self._names.items()
+            Product(product_id=pid, name=name, family=self._families.get(pid)) for pid, name in self._names.items()
         ]
         return self.document

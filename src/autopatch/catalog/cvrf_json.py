@@ -97,9 +97,7 @@ def _vulnerability_facts(raw: dict[str, Any]) -> VulnerabilityFacts:
         elif kind == _EXPLOIT_STATUS:
             facts.exploit_status = _value(threat.get("Description"))
     for scores in raw.get("CVSSScoreSets") or []:
-        facts.add_scores(
-            scores.get("BaseScore"), scores.get("TemporalScore"), scores.get("Vector"), _ids(scores)
-        )
+        facts.add_scores(scores.get("BaseScore"), scores.get("TemporalScore"), scores.get("Vector"), _ids(scores))
     for remediation in raw.get("Remediations") or []:
         if remediation.get("Type") != _VENDOR_FIX:
             continue
@@ -114,7 +112,5 @@ def _vulnerability_facts(raw: dict[str, Any]) -> VulnerabilityFacts:
                 fixed_build=_value(remediation.get("FixedBuild")),
             )
         )
-    facts.revision_dates = [
-        day for rev in raw.get("RevisionHistory") or [] if (day := _date(rev.get("Date")))
-    ]
+    facts.revision_dates = [day for rev in raw.get("RevisionHistory") or [] if (day := _date(rev.get("Date")))]
     return facts

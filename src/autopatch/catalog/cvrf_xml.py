@@ -126,8 +126,7 @@ _SCORE_SETS = f"{VULN}CVSSScoreSets"
 _REMEDIATIONS = f"{VULN}Remediations"
 _HISTORY = f"{VULN}RevisionHistory"
 _FIELD_NAMES = {
-    f"{VULN}{name}": name
-    for name in ("Description", "URL", "Supercedence", "RestartRequired", "SubType", "FixedBuild")
+    f"{VULN}{name}": name for name in ("Description", "URL", "Supercedence", "RestartRequired", "SubType", "FixedBuild")
 }
 _SCORE_NAMES = {f"{VULN}{name}": name for name in ("BaseScore", "TemporalScore", "Vector")}
 
@@ -159,9 +158,7 @@ def _vulnerability_facts(vulnerability: etree._Element) -> VulnerabilityFacts:
         elif tag == _REMEDIATIONS:
             facts.remediations.extend(_remediations(child))
         elif tag == _HISTORY:
-            facts.revision_dates.extend(
-                day for day in (_date(_text(rev.find(f"{CVRF}Date"))) for rev in child) if day
-            )
+            facts.revision_dates.extend(day for day in (_date(_text(rev.find(f"{CVRF}Date"))) for rev in child) if day)
     return facts
 
 
@@ -196,9 +193,7 @@ def _read_scores(score_sets: etree._Element, facts: VulnerabilityFacts) -> None:
                     product_ids.append(part.text)
             elif (name := _SCORE_NAMES.get(part.tag)) is not None:
                 values[name] = part.text
-        facts.add_scores(
-            values.get("BaseScore"), values.get("TemporalScore"), values.get("Vector"), product_ids
-        )
+        facts.add_scores(values.get("BaseScore"), values.get("TemporalScore"), values.get("Vector"), product_ids)
 
 
 def _remediations(remediations: etree._Element) -> Iterator[RemediationFacts]:

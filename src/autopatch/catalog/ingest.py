@@ -89,9 +89,7 @@ def decide_action(stored: StoredDocument | None, document: CatalogDocument, sha2
     return "replaced" if newer else "older"
 
 
-def store_document(
-    store: CatalogStore, document: CatalogDocument, sha256: str, source: str
-) -> DocumentOutcome:
+def store_document(store: CatalogStore, document: CatalogDocument, sha256: str, source: str) -> DocumentOutcome:
     stored = store.get_document(document.info.document_id)
     action = decide_action(stored, document, sha256)
     counts = ImportCounts()
@@ -144,9 +142,7 @@ def _parse_one(file: SourceFile) -> tuple[str, str, list[CatalogDocument]]:
     return str(file.path), file.sha256, parse_payload(file.raw, str(file.path))
 
 
-def _parse_all(
-    files: list[SourceFile], workers: int | None
-) -> Iterator[tuple[str, str, list[CatalogDocument]]]:
+def _parse_all(files: list[SourceFile], workers: int | None) -> Iterator[tuple[str, str, list[CatalogDocument]]]:
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     if workers <= 1 or len(files) < _POOL_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
         yield from map(_parse_one, files)

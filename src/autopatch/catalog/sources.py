@@ -77,9 +77,7 @@ def parse_json(payload: Any, source: str) -> list[CatalogDocument]:
         return [parse_cvrf_json(payload, source)]
     if is_sug_page(payload):
         return parse_sug_records(payload["value"], source)
-    raise DocumentFormatError(
-        f"{source}: JSON that is neither a CVRF document nor a SUG affectedProduct page"
-    )
+    raise DocumentFormatError(f"{source}: JSON that is neither a CVRF document nor a SUG affectedProduct page")
 
 
 def _load_json(data: bytes, source: str) -> Any:

@@ -67,9 +67,7 @@ def _document(month: str, records: list[dict[str, Any]]) -> CatalogDocument:
         facts.known_affected.append(product_id)
         facts.add_threat("severity", record.get("severity"), [product_id])
         facts.add_threat("impact", record.get("impact"), [product_id])
-        facts.add_scores(
-            record.get("baseScore"), record.get("temporalScore"), record.get("vectorString"), [product_id]
-        )
+        facts.add_scores(record.get("baseScore"), record.get("temporalScore"), record.get("vectorString"), [product_id])
         if (day := _date(record.get("initialReleaseDate") or record.get("releaseDate"))) is not None:
             facts.revision_dates.append(day)
         for article in record.get("kbArticles") or []:

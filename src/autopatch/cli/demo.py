@@ -45,7 +45,9 @@ def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
     folder = settings.catalog_dir
     if folder is None or not folder.is_dir():
         raise ValidationError(
-            "AUTOPATCH_CATALOG_DIR", str(folder) if folder else None, "offline, the demo needs a folder of MSRC documents"
+            "AUTOPATCH_CATALOG_DIR",
+            str(folder) if folder else None,
+            "offline, the demo needs a folder of MSRC documents",
         )
     out.print(f"Importing the monthly documents in {folder} instead.")
     with progress_bar(context.console, "Importing") as on_progress:

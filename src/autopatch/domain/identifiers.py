@@ -48,9 +48,7 @@ def parse_cve(value: str, field: str = "cve") -> str:
     """Return an upper-cased CVE (or ADV) id or raise."""
     candidate = value.strip().upper()
     if not is_cve_id(candidate):
-        raise ValidationError(
-            field, value, "a CVE id is CVE-YYYY-NNNN (or an advisory ADVnnnnnn), e.g. CVE-2024-20674"
-        )
+        raise ValidationError(field, value, "a CVE id is CVE-YYYY-NNNN (or an advisory ADVnnnnnn), e.g. CVE-2024-20674")
     return candidate
 
 

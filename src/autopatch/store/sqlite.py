@@ -135,9 +135,7 @@ class SqliteStore:
     def _migrate(self) -> None:
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.path} has schema version {version}; this AutoPatch knows up to {SCHEMA_VERSION}"
-            )
+            raise StoreError(f"{self.path} has schema version {version}; this AutoPatch knows up to {SCHEMA_VERSION}")
         for number in range(version, SCHEMA_VERSION):
             with self._transaction():
                 self._run_script(MIGRATIONS[number])
@@ -213,8 +211,7 @@ class SqliteStore:
         ]
         with self._transaction() as db:
             old_rows = {
-                row[1:4]: row
-                for row in db.execute("SELECT * FROM fixes WHERE document_id = ?", (info.document_id,))
+                row[1:4]: row for row in db.execute("SELECT * FROM fixes WHERE document_id = ?", (info.document_id,))
             }
             db.execute("DELETE FROM documents WHERE document_id = ?", (info.document_id,))
             db.execute(
@@ -339,9 +336,7 @@ class SqliteStore:
             release_date=_day(row[14]),
         )
 
-    def fixes_for_products(
-        self, product_ids: Collection[str], cves: Collection[str] | None = None
-    ) -> list[FixRecord]:
+    def fixes_for_products(self, product_ids: Collection[str], cves: Collection[str] | None = None) -> list[FixRecord]:
         sql = f"SELECT * FROM fixes WHERE product_id IN ({_placeholders(product_ids)})"
         parameters: list[object] = list(product_ids)
         if cves is not None:
@@ -375,9 +370,7 @@ class SqliteStore:
     def _edges(self, column: str, other: str, kbs: Iterable[int]) -> dict[int, set[int]]:
         wanted = list(kbs)
         result: dict[int, set[int]] = {kb: set() for kb in wanted}
-        sql = (
-            f"SELECT DISTINCT {column}, {other} FROM supersedence WHERE {column} IN ({_placeholders(wanted)})"
-        )
+        sql = f"SELECT DISTINCT {column}, {other} FROM supersedence WHERE {column} IN ({_placeholders(wanted)})"
         for key, value in self._query(sql, wanted):
             result[int(key)].add(int(value))  # type: ignore[call-overload]
         return result
