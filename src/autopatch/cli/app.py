@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from autopatch.cli import catalog
@@ -50,12 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     except ExecutionError as exc:
         print(f"failed: {exc}", file=sys.stderr)
         return 1
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument…
+        show = getattr(exc, "show", None)
+        show() if callable(show) else print(f"error: {exc.format_message()}", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2))
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
     return 0

@@ -13,9 +13,7 @@ import typer
 from rich.console import Console
 
 from autopatch.catalog import queries
-from autopatch.catalog.client import MsrcClient
 from autopatch.catalog.ingest import ImportSummary, import_paths
-from autopatch.catalog.update import default_months, update_catalog
 from autopatch.cli.catalog import print_import_summary
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
@@ -32,6 +30,9 @@ SERVER_PRODUCTS = (
 
 
 def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
+    from autopatch.catalog.client import MsrcClient
+    from autopatch.catalog.update import default_months, update_catalog
+
     settings = context.settings
     try:
         with MsrcClient(settings.msrc_base_url, timeout=5, retries=1) as client:

@@ -252,10 +252,9 @@ class SqliteStore:
                 ((info.document_id, *row) for row in document.affected),
             )
             db.executemany("INSERT INTO fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fix_rows)
-            db.executemany(
-                "INSERT OR IGNORE INTO supersedence VALUES (?, ?, ?)",
-                ((info.document_id, fix.kb, old) for fix in document.fixes for old in fix.supersedes),
-            )
+            # One edge per (KB, older KB): an LCU repeats the same edge for every CVE and product.
+            edges = {(fix.kb, old) for fix in document.fixes for old in fix.supersedes}
+            db.executemany("INSERT INTO supersedence VALUES (?, ?, ?)", ((info.document_id, *edge) for edge in edges))
         return self._compare(old_rows, fix_rows)
 
     @staticmethod
