@@ -48,10 +48,12 @@ class MsrcServer:
     def __init__(self, data_dir: Path = MSRC_DATA) -> None:
         self.data_dir = data_dir
         self.requests: list[SeenRequest] = []
+        self.revised: dict[str, str] = {}  # document id -> CurrentReleaseDate served by the index
         self._scripts: list[tuple[str, deque[Reply]]] = []
         self._lock = threading.Lock()
         self._http = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        # A short poll interval: shutdown() waits for it, once per test.
+        self._thread = threading.Thread(target=self._http.serve_forever, args=(0.02,), daemon=True)
 
     @property
     def base_url(self) -> str:
@@ -84,7 +86,10 @@ class MsrcServer:
 
     def _recorded(self, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> Reply:
         if path == UPDATES_PATH:
-            return _json_reply(self._load(self.data_dir / "cvrf-updates-index.json"))
+            index = self._load(self.data_dir / "cvrf-updates-index.json")
+            for entry in index["value"]:
+                entry["CurrentReleaseDate"] = self.revised.get(entry["ID"], entry["CurrentReleaseDate"])
+            return _json_reply(index)
         if path.startswith(CVRF_PREFIX):
             return self._cvrf(path.removeprefix(CVRF_PREFIX), headers)
         if path == SUG_PATH:
@@ -120,7 +125,7 @@ def _handler_for(server: MsrcServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_GET(self) -> None:  # noqa: N802 (the http.server naming)
+        def do_GET(self) -> None:
             url = urlsplit(self.path)
             headers = {name.lower(): value for name, value in self.headers.items()}
             reply = server.respond(url.path, parse_qs(url.query), headers)
@@ -131,7 +136,7 @@ def _handler_for(server: MsrcServer) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(reply.body)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        def log_message(self, format: str, *args: Any) -> None:
             """Silence the per-request log lines on stderr."""
 
     return Handler

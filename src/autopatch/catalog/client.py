@@ -212,7 +212,8 @@ class MsrcClient:
                     delay = retry_after
             if attempt + 1 < self._attempts:
                 self._sleep(delay)
-        raise SourceUnavailableError(f"GET {url}: {failure} (gave up after {self._attempts} attempts)")
+        tries = f"{self._attempts} attempt" + ("s" if self._attempts > 1 else "")
+        raise SourceUnavailableError(f"GET {url}: {failure} (gave up after {tries})")
 
     @staticmethod
     def _checked(response: httpx.Response, allow_missing: bool) -> httpx.Response:
