@@ -30,7 +30,7 @@ def print_import_summary(context: CliContext, summary: ImportSummary, output: Ou
     if output is OutputFormat.json:
         render(data, output)
         return
-    row = {
+    facts = {
         "documents imported": data["documents_imported"],
         "unchanged": data["documents_unchanged"],
         "older (skipped)": data["documents_skipped_older"],
@@ -39,7 +39,8 @@ def print_import_summary(context: CliContext, summary: ImportSummary, output: Ou
         "entries updated": data["entries_updated"],
         "seconds": data["seconds"],
     }
-    render([row], output, title="Catalog import")
+    rows = [{"": name, "value": value} for name, value in facts.items()]
+    render(rows if output is OutputFormat.table else [facts], output, title="Catalog import")
 
 
 @app.command("import")
