@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from autopatch.catalog.sug import SUG_PREFIX
@@ -19,7 +20,7 @@ from autopatch.domain.catalog import (
     collapse_spaces,
     format_kb,
 )
-from autopatch.domain.identifiers import Month, month_of_document, parse_kb
+from autopatch.domain.identifiers import Month, is_windows_build, month_of_document, parse_build, parse_kb
 from autopatch.domain.supersedence import walk_chain
 from autopatch.errors import NotFoundError, ValidationError
 from autopatch.store.base import CatalogStore
@@ -188,3 +189,38 @@ def describe_kb(store: CatalogStore, kb: str) -> dict[str, Any]:
 
 def _rank(severity: str | None) -> int:
     return SEVERITIES.index(severity) if severity in SEVERITIES else len(SEVERITIES)
+
+
+@dataclass(frozen=True, slots=True)
+class ProductUpdate:
+    """One KB released for a product, with the build it brings the product to."""
+
+    kb: int
+    subtype: str | None
+    fixed_build: str
+    month: str
+    restart_required: str | None
+    supersedes: tuple[int, ...]
+
+
+def product_updates(store: CatalogStore, product_id: str) -> list[ProductUpdate]:
+    """Every KB with a Windows build for one product, oldest build first (the simulator's ladder)."""
+    by_kb: dict[int, ProductUpdate] = {}
+    counts: Counter[tuple[int, str]] = Counter()
+    fixes = store.fixes_for_products([product_id])
+    for record in fixes:
+        counts[(record.fix.kb, record.document_id)] += 1
+    for record in sorted(fixes, key=lambda r: _month_key(r.document_id)):
+        fix = record.fix
+        if not fix.fixed_build or not is_windows_build(fix.fixed_build):
+            continue
+        home = max((doc for kb, doc in counts if kb == fix.kb), key=lambda doc: counts[(fix.kb, doc)])
+        by_kb[fix.kb] = ProductUpdate(
+            kb=fix.kb,
+            subtype=fix.subtype,
+            fixed_build=fix.fixed_build,
+            month=str(document_month(home) or ""),
+            restart_required=fix.restart_required,
+            supersedes=fix.supersedes,
+        )
+    return sorted(by_kb.values(), key=lambda update: (parse_build(update.fixed_build), update.kb))

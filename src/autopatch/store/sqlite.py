@@ -23,12 +23,15 @@ from autopatch.domain.catalog import (
     Product,
     ProductSummary,
     StoredDocument,
+    kb_article_url,
 )
 from autopatch.errors import StoreError
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
-# cost a third of the import time, and rows never outlive their document anyway.
+# cost a third of the import time, and rows never outlive their document anyway. Fix rows are
+# kept narrow because there are hundreds of thousands: the KB article URL is derived from the
+# KB, and the download URL is stored only when it is not the usual catalog search link.
 MIGRATIONS: tuple[str, ...] = (
     """
     CREATE TABLE documents (
@@ -78,12 +81,10 @@ MIGRATIONS: tuple[str, ...] = (
         fixed_build TEXT,
         supersedes TEXT NOT NULL,
         restart_required TEXT,
-        kb_url TEXT,
         download_url TEXT,
         PRIMARY KEY (document_id, cve, product_id, kb)
     ) WITHOUT ROWID;
     CREATE INDEX fixes_by_kb ON fixes (kb);
-    CREATE INDEX fixes_by_product ON fixes (product_id, cve);
     CREATE TABLE supersedence (
         document_id TEXT NOT NULL REFERENCES documents ON DELETE CASCADE,
         kb INTEGER NOT NULL,
@@ -105,6 +106,23 @@ def _day(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
+def _catalog_search_url(kb: int) -> str:
+    return f"https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{kb}"
+
+
+def _compact_download_url(kb: int, url: str | None) -> str | None:
+    """NULL for the usual catalog link, '' for "Microsoft gave none", the URL otherwise."""
+    if url is None:
+        return ""
+    return None if url == _catalog_search_url(kb) else url
+
+
+def _expand_download_url(kb: int, stored: str | None) -> str | None:
+    if stored is None:
+        return _catalog_search_url(kb)
+    return stored or None
+
+
 def _flag(value: int | None) -> bool | None:
     return None if value is None else bool(value)
 
@@ -118,6 +136,7 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._known_products: dict[str, tuple[str, str | None]] | None = None
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -204,11 +223,11 @@ class SqliteStore:
                 fix.fixed_build,
                 ",".join(map(str, fix.supersedes)),
                 fix.restart_required,
-                fix.kb_url,
-                fix.download_url,
+                _compact_download_url(fix.kb, fix.download_url),
             )
             for fix in document.fixes
         ]
+        changed_products = self._changed_products(document)
         with self._transaction() as db:
             old_rows = {
                 row[1:4]: row for row in db.execute("SELECT * FROM fixes WHERE document_id = ?", (info.document_id,))
@@ -230,7 +249,7 @@ class SqliteStore:
             db.executemany(
                 "INSERT INTO products VALUES (?, ?, ?) ON CONFLICT (product_id) DO UPDATE SET "
                 "name = excluded.name, family = coalesce(excluded.family, products.family)",
-                ((p.product_id, p.name, p.family) for p in document.products),
+                changed_products,
             )
             db.executemany(
                 "INSERT INTO vulnerabilities VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -251,11 +270,28 @@ class SqliteStore:
                 "INSERT INTO affected VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 ((info.document_id, *row) for row in document.affected),
             )
-            db.executemany("INSERT INTO fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fix_rows)
+            db.executemany("INSERT INTO fixes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", fix_rows)
             # One edge per (KB, older KB): an LCU repeats the same edge for every CVE and product.
             edges = {(fix.kb, old) for fix in document.fixes for old in fix.supersedes}
             db.executemany("INSERT INTO supersedence VALUES (?, ?, ?)", ((info.document_id, *edge) for edge in edges))
+        assert self._known_products is not None
+        for product_id, name, family in changed_products:  # only once the transaction committed
+            self._known_products[product_id] = (name, family or self._known_products.get(product_id, ("", None))[1])
         return self._compare(old_rows, fix_rows)
+
+    def _changed_products(self, document: CatalogDocument) -> list[tuple[str, str, str | None]]:
+        """Only new or renamed products: every month repeats the whole product tree."""
+        if self._known_products is None:
+            self._known_products = {
+                str(pid): (str(name), family)  # type: ignore[misc]
+                for pid, name, family in self._query("SELECT * FROM products")
+            }
+        known = self._known_products
+        return [
+            (p.product_id, p.name, p.family)
+            for p in document.products
+            if (old := known.get(p.product_id)) is None or old[0] != p.name or (p.family and old[1] != p.family)
+        ]
 
     @staticmethod
     def _compare(
@@ -350,7 +386,7 @@ class SqliteStore:
 
     @staticmethod
     def _fix(row: tuple[object, ...]) -> FixRecord:
-        document_id, cve, product_id, kb, subtype, build, supersedes, restart, kb_url, download = row
+        document_id, cve, product_id, kb, subtype, build, supersedes, restart, download = row
         return FixRecord(
             str(document_id),
             KbFix(
@@ -361,8 +397,8 @@ class SqliteStore:
                 fixed_build=build,  # type: ignore[arg-type]
                 supersedes=tuple(int(number) for number in str(supersedes).split(",") if number),
                 restart_required=restart,  # type: ignore[arg-type]
-                kb_url=kb_url,  # type: ignore[arg-type]
-                download_url=download,  # type: ignore[arg-type]
+                kb_url=kb_article_url(int(kb)),  # type: ignore[call-overload]
+                download_url=_expand_download_url(int(kb), download),  # type: ignore[call-overload, arg-type]
             ),
         )
 
