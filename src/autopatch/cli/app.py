@@ -15,6 +15,7 @@ import typer
 from autopatch.cli import catalog
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
+from autopatch.cli.exposure import assess_command
 from autopatch.errors import ExecutionError, InputError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
 )
 app.add_typer(catalog.app, name="catalog")
 app.command("demo")(demo_command)
+app.command("assess")(assess_command)
 
 
 @app.callback()

@@ -25,7 +25,9 @@ from autopatch.domain.catalog import (
     StoredDocument,
     kb_article_url,
 )
+from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.errors import StoreError
+from autopatch.store.fleet_sqlite import FLEET_MIGRATION, instance_from_row, instance_row, scan_from_row, scan_row
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -94,6 +96,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX supersedence_by_kb ON supersedence (kb);
     CREATE INDEX supersedence_by_superseded ON supersedence (superseded_kb);
     """,
+    FLEET_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -425,3 +428,40 @@ class SqliteStore:
             "entries": "SELECT count(*) FROM fixes",
         }
         return {name: int(self._query(sql)[0][0]) for name, sql in queries.items()}  # type: ignore[call-overload]
+
+    # --- fleet ---------------------------------------------------------------------------------
+
+    def save_instances(self, instances: Iterable[Instance], discovered_at: datetime) -> None:
+        """Upsert what discovery found; instances no longer listed are kept (history)."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                "name = excluded.name, platform_name = excluded.platform_name, "
+                "platform_version = excluded.platform_version, online = excluded.online, "
+                "ip_address = excluded.ip_address, ami_id = excluded.ami_id, ami_name = excluded.ami_name, "
+                "tags = excluded.tags, discovered_at = excluded.discovered_at",
+                (instance_row(instance, discovered_at) for instance in instances),
+            )
+
+    def list_instances(self) -> list[Instance]:
+        return [instance_from_row(row) for row in self._query("SELECT * FROM instances ORDER BY name, instance_id")]
+
+    def get_instance(self, instance_id: str) -> Instance | None:
+        rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
+        return instance_from_row(rows[0]) if rows else None
+
+    def save_scans(self, scans: Iterable[ScanReport]) -> None:
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO scans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", map(scan_row, scans))
+
+    def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
+        """The newest scan of each instance (all instances, or the given ones)."""
+        sql = (
+            "SELECT s.* FROM scans s JOIN (SELECT instance_id, max(scanned_at) AS latest FROM scans "
+            "GROUP BY instance_id) m ON s.instance_id = m.instance_id AND s.scanned_at = m.latest"
+        )
+        parameters: list[object] = []
+        if instance_ids is not None:
+            sql += f" WHERE s.instance_id IN ({_placeholders(instance_ids)})"
+            parameters.extend(instance_ids)
+        return {scan.instance_id: scan for scan in map(scan_from_row, self._query(sql, parameters))}

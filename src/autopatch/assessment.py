@@ -1,0 +1,106 @@
+"""Exposure steps: load a product's catalog view once, then decide CVEs for servers or typed-in facts.
+
+The decision itself is pure (``domain/exposure.py``); this module only feeds it from the store.
+The CLI's ``assess`` and ``exposure`` commands, the HTTP API and the patch engine all call these.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable
+from typing import Any
+
+from autopatch.catalog.queries import document_month, resolve_products
+from autopatch.domain.exposure import (
+    CatalogCve,
+    CatalogKb,
+    CveDecision,
+    ProductCatalog,
+    ServerFacts,
+    assess,
+    build_of,
+    classify_kb,
+    closure,
+)
+from autopatch.domain.identifiers import Month, parse_build, parse_kb
+from autopatch.errors import NotFoundError
+from autopatch.store.base import CatalogStore
+
+
+def _month_sort(document_id: str) -> tuple[int, int]:
+    month = document_month(document_id)
+    return (month.year, month.month) if month else (0, 0)
+
+
+def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
+    """Every CVE, KB and supersedence edge of one product (exact MSRC name), newest data winning."""
+    products = [p for p in resolve_products(store, product) if p.name.casefold() == product.strip().casefold()]
+    if not products:
+        raise NotFoundError(f"product: {product!r} is not in the catalog")
+    product_ids = [p.product_id for p in products]
+    records = sorted(store.affected(product_ids), key=lambda r: _month_sort(r.document_id))
+    first_month: dict[str, str] = {}
+    latest: dict[str, tuple[str | None, str]] = {}
+    for record in records:
+        first_month.setdefault(record.cve, str(document_month(record.document_id) or ""))
+        latest[record.cve] = (record.severity, record.title)
+    kbs_of: dict[str, set[int]] = defaultdict(set)
+    kbs: dict[int, CatalogKb] = {}
+    for record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
+        fix = record.fix
+        kbs_of[fix.cve].add(fix.kb)
+        kbs[fix.kb] = CatalogKb(fix.kb, build_of(fix.fixed_build), fix.subtype, fix.restart_required)
+    edges = store.superseded_by(kbs) if kbs else {}
+    cves = tuple(
+        CatalogCve(cve, severity, title, first_month[cve], tuple(sorted(kbs_of.get(cve, ()))))
+        for cve, (severity, title) in sorted(latest.items())
+    )
+    return ProductCatalog(products[0].name, cves, kbs, closure(edges, kbs))
+
+
+def server_facts(build: str | None, installed: Iterable[str], offered: Iterable[str] = ()) -> ServerFacts:
+    return ServerFacts(
+        build=parse_build(build) if build else None,
+        installed=frozenset(int(parse_kb(kb, "installed")[2:]) for kb in installed),
+        offered=frozenset(int(parse_kb(kb, "offered")[2:]) for kb in offered),
+    )
+
+
+def decision_view(decision: CveDecision) -> dict[str, Any]:
+    return {
+        "cve": decision.cve,
+        "severity": decision.severity,
+        "month": decision.month,
+        "status": decision.status,
+        "reason": decision.reason,
+        "fixing_kbs": list(decision.fixing_kbs),
+        "offered": decision.offered,
+        "title": decision.title,
+    }
+
+
+def assess_facts(
+    store: CatalogStore,
+    product: str,
+    build: str,
+    installed: Collection[str] = (),
+    month: Month | None = None,
+) -> dict[str, Any]:
+    """``autopatch assess``: the exposure decision for facts typed in by hand (air-gapped servers)."""
+    facts = server_facts(build, installed)
+    catalog = load_product_catalog(store, product)
+    decisions = [d for d in assess(catalog, facts) if month is None or d.month == str(month)]
+    return {
+        "product": catalog.product,
+        "build": build,
+        "summary": {
+            "open": sum(1 for d in decisions if d.status == "open"),
+            "fixed": sum(1 for d in decisions if d.status == "fixed"),
+        },
+        "cves": [decision_view(d) for d in decisions],
+    }
+
+
+def kb_statuses(catalog: ProductCatalog, facts: ServerFacts) -> dict[str, str]:
+    """Every KB of the product classified for one server (Already Installed, Superseded, …)."""
+    return {f"KB{kb}": str(classify_kb(catalog, kb, facts)) for kb in sorted(catalog.kbs)}

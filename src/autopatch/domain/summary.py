@@ -1,0 +1,49 @@
+"""The end-of-run summary: what a patch run (or a single-KB retry) did, per server.
+
+Built by the engine from stored states (never from memory), rendered as plain text and HTML by
+``autopatch.notify.render``, and delivered by the notifiers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KbOutcome:
+    kb: str
+    reason: str = ""  # why it failed or was skipped ("HRESULT 0x80070643 …", "Superseded by KB…")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSummary:
+    instance_id: str
+    name: str
+    product: str | None
+    already_installed: tuple[str, ...] = ()
+    installed_now: tuple[str, ...] = ()
+    failed: tuple[KbOutcome, ...] = ()
+    skipped: tuple[KbOutcome, ...] = ()  # Not Available, Superseded, left Pending by --max-errors…
+    reboots: int = 0
+    duration_seconds: float = 0.0
+    build_before: str | None = None
+    build_after: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    run_id: str
+    kind: str  # "patch" | "retry"
+    status: str  # Succeeded | Failed | Cancelled
+    started_at: datetime
+    finished_at: datetime
+    servers: tuple[ServerSummary, ...] = field(default_factory=tuple)
+
+    @property
+    def failed_servers(self) -> int:
+        return sum(1 for server in self.servers if server.failed)
+
+    @property
+    def installed_count(self) -> int:
+        return sum(len(server.installed_now) for server in self.servers)

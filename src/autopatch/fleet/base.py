@@ -1,0 +1,52 @@
+"""The fleet port: how AutoPatch reaches Windows servers, whatever carries the commands.
+
+Commands are asynchronous, as with SSM Run Command: ``send_*`` returns a command id at once and
+``get_command`` reads its status later. The engine records the command id BEFORE it waits, so a
+restarted orchestrator re-polls a command instead of sending it twice.
+
+Output contract (both adapters print exactly this; ``autopatch.fleet.reports`` parses it):
+
+scan — one JSON object::
+
+    {"schema": 1, "computer_name": "WIN-01", "os_caption": "Microsoft Windows Server 2022 Datacenter",
+     "os_version": "10.0.20348", "current_build": "20348", "ubr": 2227,
+     "installation_type": "Server" | "Server Core",
+     "installed_kbs": ["KB5034129", ...],
+     "offered_updates": [{"kb": "KB5034770", "title": "2024-02 Cumulative Update ..."}],
+     "pending_reboot": false}
+
+install — one JSON object::
+
+    {"schema": 1, "kb": "KB5034770", "result_code": 2, "hresult": 0, "reboot_required": true,
+     "message": "..."}
+
+``result_code`` is the Windows Update Agent OperationResultCode (2 Succeeded, 3 Succeeded with
+errors, 4 Failed, 5 Aborted); ``hresult`` is a signed 32-bit HRESULT (0 = S_OK; -2145124329 =
+0x80240017 WU_E_NOT_APPLICABLE when Windows Update does not offer the KB).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from autopatch.domain.fleet import CommandInvocation, Instance
+
+
+class FleetAdapter(Protocol):
+    def list_instances(self) -> list[Instance]:
+        """Every managed Windows server, online or not."""
+
+    def send_scan(self, instance_id: str) -> str:
+        """Start a scan; return the command id."""
+
+    def send_install(self, instance_id: str, kb: str) -> str:
+        """Start installing one validated KB (``KB`` + digits); return the command id."""
+
+    def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
+        """The command's current status and, once terminal, its exit code and output."""
+
+    def reboot(self, instance_id: str) -> None:
+        """Ask the server to restart (returns at once; poll ``is_online``)."""
+
+    def is_online(self, instance_id: str) -> bool:
+        """Whether the server answers commands right now."""

@@ -1,0 +1,96 @@
+"""SQLite tables for the fleet: discovered instances and the history of their scans.
+
+Kept beside the catalog tables in the same database file (one schema version), in a module of
+its own so that the catalog adapter stays readable.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from autopatch.domain.fleet import Instance, OfferedUpdate, ScanReport
+
+FLEET_MIGRATION = """
+    CREATE TABLE instances (
+        instance_id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        platform_name TEXT NOT NULL,
+        platform_version TEXT NOT NULL,
+        online INTEGER NOT NULL,
+        ip_address TEXT,
+        ami_id TEXT,
+        ami_name TEXT,
+        tags TEXT NOT NULL,
+        discovered_at TEXT NOT NULL
+    );
+    CREATE TABLE scans (
+        instance_id TEXT NOT NULL REFERENCES instances ON DELETE CASCADE,
+        scanned_at TEXT NOT NULL,
+        os_caption TEXT NOT NULL,
+        build TEXT NOT NULL,
+        installation_type TEXT NOT NULL,
+        installed_kbs TEXT NOT NULL,
+        offered TEXT NOT NULL,
+        pending_reboot INTEGER NOT NULL,
+        PRIMARY KEY (instance_id, scanned_at)
+    ) WITHOUT ROWID;
+"""
+
+
+def instance_row(instance: Instance, discovered_at: datetime) -> tuple[Any, ...]:
+    return (
+        instance.instance_id,
+        instance.name,
+        instance.platform_name,
+        instance.platform_version,
+        int(instance.online),
+        instance.ip_address,
+        instance.ami_id,
+        instance.ami_name,
+        json.dumps(instance.tags, sort_keys=True),
+        discovered_at.isoformat(timespec="seconds"),
+    )
+
+
+def instance_from_row(row: tuple[Any, ...]) -> Instance:
+    instance_id, name, platform_name, platform_version, online, ip, ami_id, ami_name, tags, _ = row
+    return Instance(
+        instance_id=instance_id,
+        name=name,
+        platform_name=platform_name,
+        platform_version=platform_version,
+        online=bool(online),
+        ip_address=ip,
+        ami_id=ami_id,
+        ami_name=ami_name,
+        tags=json.loads(tags),
+    )
+
+
+def scan_row(scan: ScanReport) -> tuple[Any, ...]:
+    return (
+        scan.instance_id,
+        scan.scanned_at.isoformat(),
+        scan.os_caption,
+        scan.build,
+        scan.installation_type,
+        json.dumps(sorted(scan.installed_kbs)),
+        json.dumps([[update.kb, update.title] for update in scan.offered]),
+        int(scan.pending_reboot),
+    )
+
+
+def scan_from_row(row: tuple[Any, ...]) -> ScanReport:
+    instance_id, scanned_at, caption, build, installation_type, installed, offered, pending = row
+    return ScanReport(
+        instance_id=instance_id,
+        os_caption=caption,
+        build=build,
+        installation_type=installation_type,
+        installed_kbs=frozenset(json.loads(installed)),
+        offered=tuple(OfferedUpdate(kb, title) for kb, title in json.loads(offered)),
+        pending_reboot=bool(pending),
+        scanned_at=datetime.fromisoformat(scanned_at),
+    )

@@ -1,0 +1,82 @@
+"""Exposure decided on real catalog data: builds, supersedence chains, hotpatches, KB classes."""
+
+from __future__ import annotations
+
+import pytest
+
+from autopatch.assessment import assess_facts, kb_statuses, load_product_catalog, server_facts
+from autopatch.domain.exposure import closure
+from autopatch.domain.identifiers import parse_month
+from autopatch.errors import NotFoundError, ValidationError
+from autopatch.store.sqlite import SqliteStore
+
+JANUARY_2024_BUILD = "10.0.20348.2227"  # KB5034129, Windows Server 2022
+
+
+def test_server_2022_at_the_january_2024_build_is_fixed_for_january(catalog: SqliteStore) -> None:
+    result = assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, month=parse_month("2024-01"))
+    assert result["summary"]["open"] == 0 and result["summary"]["fixed"] > 30
+    kerberos = next(cve for cve in result["cves"] if cve["cve"] == "CVE-2024-20674")
+    assert kerberos["status"] == "fixed"
+    assert kerberos["reason"] == "build 10.0.20348.2227 is at or past KB5034129's fixed build 10.0.20348.2227"
+
+
+def test_server_2022_at_the_january_2024_build_is_open_for_february(catalog: SqliteStore) -> None:
+    result = assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, month=parse_month("2024-02"))
+    assert result["summary"] == {"open": 40, "fixed": 0}
+    # Feb's KB5034770 is superseded by March's KB5035857 (the newest in this catalog): install that one.
+    assert {tuple(cve["fixing_kbs"]) for cve in result["cves"]} == {("KB5035857",)}
+
+
+def test_only_a_superseding_kb_installed_closes_the_superseded_kbs_cves(catalog: SqliteStore) -> None:
+    # An old build with only March 2024's cumulative update listed: January's CVEs are fixed through the chain.
+    result = assess_facts(
+        catalog, "Windows Server 2022", "10.0.20348.2113", installed=["KB5035857"], month=parse_month("2024-01")
+    )
+    assert result["summary"]["open"] == 0
+    assert {cve["reason"] for cve in result["cves"]} == {"KB5035857 is installed and supersedes KB5034129"}
+
+
+def test_server_2016_follows_its_own_rollup_chain_without_hotpatches(catalog: SqliteStore) -> None:
+    january = assess_facts(catalog, "Windows Server 2016", "10.0.14393.6614", month=parse_month("2024-01"))
+    assert january["summary"]["open"] == 0
+    february = assess_facts(catalog, "Windows Server 2016", "10.0.14393.6614", month=parse_month("2024-02"))
+    assert february["summary"]["fixed"] == 0 and february["summary"]["open"] > 20
+    catalog_2016 = load_product_catalog(catalog, "Windows Server 2016")
+    assert not any(kb.is_hotpatch for kb in catalog_2016.kbs.values())
+    assert all(cve["fixing_kbs"] for cve in february["cves"])
+
+
+def test_hotpatch_kbs_are_not_recommended_unless_windows_update_offers_them(catalog: SqliteStore) -> None:
+    result = assess_facts(catalog, "Windows Server 2025", "10.0.26100.2033", month=parse_month("2024-11"))
+    kdc = next(cve for cve in result["cves"] if cve["cve"] == "CVE-2024-43639")
+    assert kdc["status"] == "open" and kdc["fixing_kbs"] == ["KB5046617"]  # not hotpatch KB5046696
+    product = load_product_catalog(catalog, "Windows Server 2025")
+    assert product.kbs[5046696].is_hotpatch
+
+
+def test_kbs_are_classified_installed_superseded_available_or_not_available(catalog: SqliteStore) -> None:
+    product = load_product_catalog(catalog, "Windows Server 2022")
+    facts = server_facts(JANUARY_2024_BUILD, installed=["KB5034129"], offered=["KB5035857"])
+    statuses = kb_statuses(product, facts)
+    assert statuses["KB5033118"] == "Already Installed"  # December 2023: its build is reached
+    assert statuses["KB5034129"] == "Already Installed"
+    assert statuses["KB5034770"] == "Superseded"  # February, covered by March
+    assert statuses["KB5035857"] == "Available"
+    not_offered = kb_statuses(product, server_facts(JANUARY_2024_BUILD, installed=[]))
+    assert not_offered["KB5035857"] == "Not Available"
+
+
+def test_supersedence_closure_is_transitive_and_survives_cycles() -> None:
+    edges = {1: {2}, 2: {3}, 3: {1, 4}}
+    result = closure(edges, [1, 2, 3, 4])
+    assert result[1] == {2, 3, 4} and result[4] == frozenset()
+
+
+def test_bad_typed_facts_are_input_errors(catalog: SqliteStore) -> None:
+    with pytest.raises(ValidationError, match="build: '10.0.20348'"):
+        assess_facts(catalog, "Windows Server 2022", "10.0.20348")
+    with pytest.raises(ValidationError, match="installed: 'KB12x'"):
+        assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, installed=["KB12x"])
+    with pytest.raises(NotFoundError, match="Windows Server 2099"):
+        assess_facts(catalog, "Windows Server 2099", JANUARY_2024_BUILD)
