@@ -46,8 +46,8 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
         latest[record.cve] = (record.severity, record.title)
     kbs_of: dict[str, set[int]] = defaultdict(set)
     kbs: dict[int, CatalogKb] = {}
-    for record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
-        fix = record.fix
+    for fix_record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
+        fix = fix_record.fix
         kbs_of[fix.cve].add(fix.kb)
         kbs[fix.kb] = CatalogKb(fix.kb, build_of(fix.fixed_build), fix.subtype, fix.restart_required)
     edges = store.superseded_by(kbs) if kbs else {}
