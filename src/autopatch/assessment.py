@@ -25,6 +25,7 @@ from autopatch.domain.exposure import (
 from autopatch.domain.identifiers import Month, parse_build, parse_kb
 from autopatch.errors import NotFoundError
 from autopatch.store.base import CatalogStore
+from autopatch.store.sqlite import SqliteStore
 
 
 def _month_sort(document_id: str) -> tuple[int, int]:
@@ -104,3 +105,51 @@ def assess_facts(
 def kb_statuses(catalog: ProductCatalog, facts: ServerFacts) -> dict[str, str]:
     """Every KB of the product classified for one server (Already Installed, Superseded, …)."""
     return {f"KB{kb}": str(classify_kb(catalog, kb, facts)) for kb in sorted(catalog.kbs)}
+
+
+def fleet_exposure(
+    store: SqliteStore,
+    instance_ids: Collection[str] = (),
+    severities: Collection[str] | None = None,
+    with_cves: bool = False,
+) -> list[dict[str, Any]]:
+    """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan)."""
+    from autopatch.scanning import identify, resolve_targets
+
+    instances = resolve_targets(store, instance_ids)
+    scans = store.latest_scans([instance.instance_id for instance in instances])
+    catalogs: dict[str, ProductCatalog] = {}
+    rows: list[dict[str, Any]] = []
+    for instance in instances:
+        scan = scans.get(instance.instance_id)
+        identity = identify(instance, scan)
+        row: dict[str, Any] = {
+            "instance_id": instance.instance_id,
+            "name": instance.name,
+            "product": identity.product,
+            "build": scan.build if scan else None,
+            "scanned_at": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
+        }
+        if scan is None or identity.product is None:
+            row["status"] = "not scanned" if scan is None else f"unidentified: {identity.reason}"
+            rows.append(row)
+            continue
+        if identity.product not in catalogs:
+            catalogs[identity.product] = load_product_catalog(store, identity.product)
+        facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
+        decisions = [d for d in assess(catalogs[identity.product], facts) if not severities or d.severity in severities]
+        open_cves = [d for d in decisions if d.status == "open"]
+        closing = sorted({kb for d in open_cves for kb in d.fixing_kbs})
+        row |= {
+            "status": "assessed",
+            "open_critical": sum(1 for d in open_cves if d.severity == "Critical"),
+            "open_important": sum(1 for d in open_cves if d.severity == "Important"),
+            "open_total": len(open_cves),
+            "fixed_total": len(decisions) - len(open_cves),
+            "closing_kbs": closing,
+            "offered_kbs": sorted(kb for kb in closing if int(kb[2:]) in facts.offered),
+        }
+        if with_cves:
+            row["cves"] = [decision_view(d) for d in decisions]
+        rows.append(row)
+    return rows

@@ -5,9 +5,11 @@
     │   ├── ValidationError   a value breaks a rule (names the field, the value and the rule)
     │   ├── NotFoundError     a well-formed name that the store does not know
     │   └── DocumentFormatError  a file or payload that is not MSRC data (or is truncated)
-    └── ExecutionError        the world's fault: recorded, retried where policy allows
-        ├── SourceUnavailableError  Microsoft's API cannot be reached or keeps failing
-        └── StoreError        the database failed (adapters translate sqlite3/botocore errors)
+    ├── ExecutionError        the world's fault: recorded, retried where policy allows
+    │   ├── SourceUnavailableError  Microsoft's API cannot be reached or keeps failing
+    │   ├── StoreError        the database failed (adapters translate sqlite3/botocore errors)
+    │   └── TransientError    worth retrying with backoff (throttling, Undeliverable, offline)
+    └── StateError            an illegal state transition: a bug or a race, never retried
 
 Adapters translate vendor exceptions into these (``raise StoreError(...) from exc``), so nothing
 above an adapter ever catches a vendor exception.
@@ -52,3 +54,11 @@ class SourceUnavailableError(ExecutionError):
 
 class StoreError(ExecutionError):
     """The store failed to read or write."""
+
+
+class TransientError(ExecutionError):
+    """A failure that usually goes away: throttling, an undeliverable command, a briefly offline server."""
+
+
+class StateError(AutoPatchError):
+    """A state machine was asked for a transition its table does not allow."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -28,6 +29,7 @@ from autopatch.domain.catalog import (
 from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.errors import StoreError
 from autopatch.store.fleet_sqlite import FLEET_MIGRATION, instance_from_row, instance_row, scan_from_row, scan_row
+from autopatch.store.runs_sqlite import RUNS_MIGRATION, RunTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -97,6 +99,7 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX supersedence_by_superseded ON supersedence (superseded_kb);
     """,
     FLEET_MIGRATION,
+    RUNS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -134,12 +137,13 @@ def _placeholders(values: Collection[object]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore:
+class SqliteStore(RunTables):
     """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         self._known_products: dict[str, tuple[str, str | None]] | None = None
+        self._lock = threading.RLock()
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -171,22 +175,26 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self._db.execute("BEGIN IMMEDIATE")
+        # One connection shared by the engine's worker threads: the lock keeps each
+        # transaction whole (BEGIN … COMMIT never interleaves).
+        with self._lock:
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise StoreError(f"database write failed: {exc}") from exc
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"database write failed: {exc}") from exc
 
-    def _query(self, sql: str, parameters: Iterable[object] = ()) -> list[tuple[object, ...]]:
-        try:
-            return self._db.execute(sql, tuple(parameters)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"database read failed: {exc}") from exc
+    def _query(self, sql: str, parameters: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, tuple(parameters)).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"database read failed: {exc}") from exc
 
     def close(self) -> None:
         self._db.close()
@@ -286,7 +294,7 @@ class SqliteStore:
         """Only new or renamed products: every month repeats the whole product tree."""
         if self._known_products is None:
             self._known_products = {
-                str(pid): (str(name), family)  # type: ignore[misc]
+                str(pid): (str(name), family)
                 for pid, name, family in self._query("SELECT * FROM products")
             }
         known = self._known_products
@@ -316,7 +324,7 @@ class SqliteStore:
     # --- catalog reads -------------------------------------------------------------------------
 
     def list_products(self) -> list[Product]:
-        return [Product(*row) for row in self._query("SELECT * FROM products ORDER BY name")]  # type: ignore[arg-type]
+        return [Product(*row) for row in self._query("SELECT * FROM products ORDER BY name")]
 
     def product_summaries(self) -> list[ProductSummary]:
         rows = self._query(
@@ -327,7 +335,7 @@ class SqliteStore:
             FROM products p ORDER BY p.name
             """
         )
-        return [ProductSummary(*row) for row in rows]  # type: ignore[arg-type]
+        return [ProductSummary(*row) for row in rows]
 
     def affected(
         self,
@@ -410,7 +418,7 @@ class SqliteStore:
         result: dict[int, set[int]] = {kb: set() for kb in wanted}
         sql = f"SELECT DISTINCT {column}, {other} FROM supersedence WHERE {column} IN ({_placeholders(wanted)})"
         for key, value in self._query(sql, wanted):
-            result[int(key)].add(int(value))  # type: ignore[call-overload]
+            result[int(key)].add(int(value))
         return result
 
     def superseded_by(self, kbs: Iterable[int]) -> dict[int, set[int]]:
@@ -427,7 +435,7 @@ class SqliteStore:
             "kbs": "SELECT count(DISTINCT kb) FROM fixes",
             "entries": "SELECT count(*) FROM fixes",
         }
-        return {name: int(self._query(sql)[0][0]) for name, sql in queries.items()}  # type: ignore[call-overload]
+        return {name: int(self._query(sql)[0][0]) for name, sql in queries.items()}
 
     # --- fleet ---------------------------------------------------------------------------------
 
