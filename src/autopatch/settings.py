@@ -8,6 +8,12 @@
 | AUTOPATCH_HTTP_TIMEOUT    | ``30``                            | seconds per HTTP request                 |
 | AUTOPATCH_HTTP_RETRIES    | ``4``                             | attempts on 429/5xx/network errors       |
 | AUTOPATCH_IMPORT_WORKERS  | ``2``                             | parser processes for folder imports      |
+| AUTOPATCH_NOTIFY          | ``console``                       | run-summary notifiers (see notify/factory)|
+| AUTOPATCH_FLEET           | ``simulator``                     | ``simulator`` or ``ssm``                 |
+| AUTOPATCH_SIMULATOR_SERVERS | ``24``                          | size of the simulated fleet              |
+| AUTOPATCH_SIMULATOR_SEED  | ``7``                             | seed of the simulated fleet              |
+| AUTOPATCH_SIMULATOR_TIME_SCALE | ``600``                      | simulated seconds per real second        |
+| AUTOPATCH_AWS_REGION      | unset (boto3's default)           | region of the SSM/EC2 fleet              |
 """
 
 from __future__ import annotations
@@ -27,3 +33,9 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=30.0, gt=0)
     http_retries: int = Field(default=4, ge=1, le=10)
     import_workers: int = Field(default=2, ge=1, le=16)
+    notify: str = "console"
+    fleet: str = Field(default="simulator", pattern=r"^(simulator|ssm)$")
+    simulator_servers: int = Field(default=24, ge=1, le=100_000)
+    simulator_seed: int = 7
+    simulator_time_scale: float = Field(default=600.0, gt=0)
+    aws_region: str | None = None
