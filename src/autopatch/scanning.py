@@ -75,13 +75,13 @@ def scan_instances(
             del pending[instance_id]
             if invocation.status is CommandStatus.SUCCESS:
                 try:
-                    outcome.reports[instance_id] = parse_scan_output(
-                        instance_id, invocation.output, datetime.now(UTC)
-                    )
+                    outcome.reports[instance_id] = parse_scan_output(instance_id, invocation.output, datetime.now(UTC))
                 except AutoPatchError as exc:
                     outcome.failures[instance_id] = str(exc)
             else:
-                outcome.failures[instance_id] = f"scan {invocation.status}: {invocation.error or invocation.output}"[:300]
+                outcome.failures[instance_id] = f"scan {invocation.status}: {invocation.error or invocation.output}"[
+                    :300
+                ]
             if on_progress:
                 on_progress(len(outcome.reports) + len(outcome.failures), total, instance_id)
         if pending:

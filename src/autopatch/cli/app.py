@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from autopatch.cli import catalog
+from autopatch.cli import catalog, fleet, patch
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
 from autopatch.cli.exposure import assess_command
@@ -27,6 +27,16 @@ app = typer.Typer(
 app.add_typer(catalog.app, name="catalog")
 app.command("demo")(demo_command)
 app.command("assess")(assess_command)
+app.add_typer(fleet.app, name="fleet")
+app.command("exposure")(fleet.exposure_command)
+app.command("patch")(patch.patch_command)
+app.command("runs")(patch.runs_command)
+app.add_typer(patch.run_app, name="run")
+app.command("status")(patch.status_command)
+app.command("retry")(patch.retry_command)
+app.command("reboot")(patch.reboot_command)
+app.command("cancel")(patch.cancel_command)
+app.command("resume")(patch.resume_command)
 
 
 @app.callback()

@@ -9,6 +9,9 @@ import pydantic
 from rich.console import Console
 
 from autopatch.errors import ValidationError
+from autopatch.fleet.base import FleetAdapter
+from autopatch.notify.base import Notifier
+from autopatch.notify.factory import notifiers_from_settings
 from autopatch.settings import Settings
 from autopatch.store.sqlite import SqliteStore
 
@@ -30,6 +33,7 @@ class CliContext:
     settings: Settings
     console: Console = field(default_factory=lambda: Console(stderr=True))
     _store: SqliteStore | None = None
+    _fleet: FleetAdapter | None = None
 
     @property
     def store(self) -> SqliteStore:
@@ -37,6 +41,37 @@ class CliContext:
             self._store = SqliteStore(Path(self.settings.db))
         return self._store
 
+    @property
+    def fleet(self) -> FleetAdapter:
+        """The configured fleet adapter, built on first use (the simulator keeps its state beside the db)."""
+        if self._fleet is None:
+            self._fleet = build_fleet(self.settings, self.store)
+        return self._fleet
+
+    @property
+    def notifiers(self) -> list[Notifier]:
+        return notifiers_from_settings(self.settings.notify)
+
     def close(self) -> None:
+        close_fleet = getattr(self._fleet, "close", None)
+        if callable(close_fleet):
+            close_fleet()
         if self._store is not None:
             self._store.close()
+
+
+def simulator_state_path(settings: Settings) -> Path:
+    return Path(settings.db).with_suffix(".simulator.db")
+
+
+def build_fleet(settings: Settings, store: SqliteStore) -> FleetAdapter:
+    if settings.fleet == "ssm":
+        from autopatch.fleet.ssm import SsmFleet
+
+        return SsmFleet(region=settings.aws_region)
+    from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
+
+    config = SimulatorConfig(
+        servers=settings.simulator_servers, seed=settings.simulator_seed, time_scale=settings.simulator_time_scale
+    )
+    return FleetSimulator(store, config, state_path=simulator_state_path(settings))

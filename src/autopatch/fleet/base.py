@@ -39,8 +39,22 @@ class FleetAdapter(Protocol):
     def send_scan(self, instance_id: str) -> str:
         """Start a scan; return the command id."""
 
-    def send_install(self, instance_id: str, kb: str) -> str:
-        """Start installing one validated KB (``KB`` + digits); return the command id."""
+    def send_install(self, instance_id: str, kb: str, token: str | None = None) -> str:
+        """Start installing one validated KB (``KB`` + digits); return the command id.
+
+        ``token`` tags the command (SSM: its Comment) so that ``find_command`` can tell, after a
+        crash between sending and recording, whether the command exists. Raise
+        ``TransientError`` for throttling or a briefly unreachable service.
+        """
+
+    def find_command(self, instance_id: str, token: str) -> str | None:
+        """The id of the command sent with ``token``, or None if none was sent."""
+
+    def expected_completion(self, instance_id: str, command_id: str) -> float | None:
+        """Seconds until the adapter expects the command to finish, or None when it cannot know.
+
+        The simulator knows exactly; SSM does not, and the engine then polls with backoff.
+        """
 
     def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
         """The command's current status and, once terminal, its exit code and output."""

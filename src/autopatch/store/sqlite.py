@@ -294,8 +294,7 @@ class SqliteStore(RunTables):
         """Only new or renamed products: every month repeats the whole product tree."""
         if self._known_products is None:
             self._known_products = {
-                str(pid): (str(name), family)
-                for pid, name, family in self._query("SELECT * FROM products")
+                str(pid): (str(name), family) for pid, name, family in self._query("SELECT * FROM products")
             }
         known = self._known_products
         return [

@@ -1,0 +1,92 @@
+"""``autopatch fleet …`` (discover, scan) and ``autopatch exposure``."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from autopatch.assessment import fleet_exposure
+from autopatch.catalog.queries import parse_severities
+from autopatch.cli.context import CliContext
+from autopatch.cli.output import OutputFormat, render
+from autopatch.cli.progress import progress_bar
+from autopatch.domain.instance_ids import parse_instance_id
+from autopatch.scanning import discover_instances, identify, resolve_targets, scan_instances
+
+app = typer.Typer(help="The fleet: discover and scan Windows servers.", no_args_is_help=True)
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
+
+
+@app.command("list")
+def list_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
+    """Discover the fleet: id, name, product, build, online, last scan."""
+    context: CliContext = ctx.obj
+    instances = discover_instances(context.fleet, context.store)
+    scans = context.store.latest_scans([i.instance_id for i in instances])
+    rows = []
+    for instance in instances:
+        scan = scans.get(instance.instance_id)
+        identity = identify(instance, scan)
+        rows.append(
+            {
+                "instance_id": instance.instance_id,
+                "name": instance.name,
+                "product": identity.product or f"unidentified ({identity.reason})",
+                "build": scan.build if scan else instance.platform_version,
+                "online": instance.online,
+                "last_scan": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
+            }
+        )
+    render(rows, output, title=f"Fleet ({context.settings.fleet})")
+
+
+@app.command("scan")
+def scan_command(
+    ctx: typer.Context,
+    instance_ids: Annotated[list[str] | None, typer.Argument(help="instance ids (default: all)")] = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Scan servers: build, installed hotfixes, updates Windows Update offers, pending reboot."""
+    context: CliContext = ctx.obj
+    ids = [parse_instance_id(value) for value in instance_ids or []]
+    if not context.store.list_instances() or ids:
+        discover_instances(context.fleet, context.store)
+    targets = resolve_targets(context.store, ids)
+    with progress_bar(context.console, "Scanning") as on_progress:
+        outcome = scan_instances(context.fleet, context.store, targets, on_progress=on_progress)
+    rows = [
+        {
+            "instance_id": target.instance_id,
+            "name": target.name,
+            "result": "scanned" if target.instance_id in outcome.reports else outcome.failures.get(target.instance_id),
+            "build": report.build if (report := outcome.reports.get(target.instance_id)) else None,
+            "installed": len(report.installed_kbs) if report else None,
+            "offered": ";".join(sorted(report.offered_kbs)) if report else None,
+            "pending_reboot": report.pending_reboot if report else None,
+        }
+        for target in targets
+    ]
+    render(rows, output, title=f"Scan: {len(outcome.reports)} scanned, {len(outcome.failures)} failed")
+
+
+def exposure_command(
+    ctx: typer.Context,
+    instance: Annotated[list[str] | None, typer.Option(help="only these instance ids")] = None,
+    severity: Annotated[list[str] | None, typer.Option(help="Critical,Important,…")] = None,
+    output: FormatOption = OutputFormat.table,
+) -> None:
+    """Per server: open Critical/Important CVEs and the KBs that close them (per-CVE detail with --instance)."""
+    context: CliContext = ctx.obj
+    ids = [parse_instance_id(value, "instance") for value in instance or []]
+    severities = parse_severities(severity) if severity else None
+    rows = fleet_exposure(context.store, ids, severities, with_cves=bool(ids) or output is not OutputFormat.table)
+    if output is not OutputFormat.table:
+        render(rows, output)
+        return
+    columns = ("instance_id", "name", "product", "build", "status", "open_critical", "open_important", "closing_kbs")
+    render(rows, output, columns=columns, title="Exposure (from the latest scans)")
+    for row in rows if ids else []:
+        open_cves = [cve for cve in row.get("cves", []) if cve["status"] == "open"]
+        render(open_cves, output, columns=("cve", "severity", "month", "fixing_kbs", "offered", "reason"),
+               title=f"Open CVEs on {row['name']}")  # fmt: skip

@@ -1,0 +1,371 @@
+"""Executing (or resuming) a patch run: one KB at a time per server, many servers at once.
+
+Crash safety comes from the order of writes: an attempt is recorded ("sending", with a token)
+before the install command is sent, the command id right after; so a restarted engine either
+finds the command by its token and re-polls it, or knows it was never sent. A KB in Success is
+terminal (the state machine forbids InProgress again), so nothing is installed twice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from autopatch.domain.fleet import CommandInvocation, CommandStatus, ScanReport
+from autopatch.domain.identifiers import parse_build
+from autopatch.domain.patching import InstallVerdict, KbState, RebootPolicy, RunStatus, classify_install
+from autopatch.domain.polling import PollPolicy
+from autopatch.domain.runs import Attempt, RunItem, RunServer
+from autopatch.errors import AutoPatchError, ExecutionError, TransientError
+from autopatch.fleet.base import FleetAdapter
+from autopatch.fleet.reports import parse_install_output, parse_scan_output
+from autopatch.store.runs_sqlite import now
+from autopatch.store.sqlite import SqliteStore
+
+EventCallback = Callable[[str, str, str, str], None]  # (instance_id, kb, state, detail)
+_TRANSIENT_STATUSES = (CommandStatus.UNDELIVERABLE, CommandStatus.CANCELLED, CommandStatus.TERMINATED)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    concurrency: int = 10
+    max_errors: int | None = None
+    reboot: RebootPolicy = RebootPolicy.IF_REQUIRED
+    install_timeout: float = 3600.0
+    reboot_timeout: float = 1800.0
+    transient_retries: int = 3
+    poll: PollPolicy = field(default_factory=lambda: PollPolicy(first_delay=1.0, max_delay=30.0))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> RunOptions:
+        return cls(
+            concurrency=int(values.get("concurrency", 10)),  # type: ignore[call-overload]
+            max_errors=None if values.get("max_errors") is None else int(values["max_errors"]),  # type: ignore[call-overload]
+            reboot=RebootPolicy(str(values.get("reboot", RebootPolicy.IF_REQUIRED))),
+        )
+
+    def as_dict(self) -> dict[str, object]:
+        return {"concurrency": self.concurrency, "max_errors": self.max_errors, "reboot": str(self.reboot)}
+
+
+class Engine:
+    """Runs stored plans against a fleet adapter; every decision is written before it is acted on."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        fleet: FleetAdapter,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: EventCallback | None = None,
+    ) -> None:
+        self.store = store
+        self.fleet = fleet
+        self.sleep = sleep
+        self.clock = clock
+        self.on_event = on_event or (lambda *_: None)
+        self._lock = threading.Lock()
+
+    # --- run level -----------------------------------------------------------------------------
+
+    def execute(self, run_id: str, options: RunOptions | None = None) -> RunStatus:
+        """Run (or resume) ``run_id`` to a terminal status."""
+        run = self.store.get_run(run_id)
+        if run.status.is_terminal:
+            return run.status
+        options = options or RunOptions.from_dict(run.options)
+        self.store.set_run_status(run_id, RunStatus.RUNNING)
+        servers = [s for s in self.store.run_servers(run_id) if s.status in ("Pending", "Running")]
+        failed = sum(1 for s in self.store.run_servers(run_id) if s.status == "Failed")
+        state = _RunState(failed=failed, max_errors=options.max_errors)
+        # Servers already started before a crash go first: they hold in-flight commands.
+        servers.sort(key=lambda s: s.status != "Running")
+        with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="patch") as pool:
+            futures = [pool.submit(self._server_worker, run_id, server, options, state) for server in servers]
+            for future in futures:
+                future.result()
+        return self._finish(run_id, state)
+
+    def _finish(self, run_id: str, state: _RunState) -> RunStatus:
+        if self.store.get_run(run_id).status is RunStatus.CANCELLED:
+            return RunStatus.CANCELLED
+        if state.stopped:
+            status, reason = RunStatus.FAILED, f"stopped after {state.failed} failed server(s) (--max-errors)"
+        elif any(s.status == "Failed" for s in self.store.run_servers(run_id)):
+            status, reason = RunStatus.FAILED, "some KBs failed"
+        else:
+            status, reason = RunStatus.SUCCEEDED, ""
+        self.store.set_run_status(run_id, status, reason)
+        return status
+
+    def cancelled(self, run_id: str) -> bool:
+        return self.store.get_run(run_id).status is RunStatus.CANCELLED
+
+    def _server_worker(self, run_id: str, server: RunServer, options: RunOptions, state: _RunState) -> None:
+        if server.status == "Pending" and not state.may_start():
+            return  # --max-errors reached: this server's KBs stay Pending
+        try:
+            failed = self.patch_server(run_id, server, options)
+        except AutoPatchError as exc:  # an unexpected failure of one server never stops the others
+            self.store.update_server(run_id, server.instance_id, status="Failed", reason=str(exc)[:500])
+            failed = True
+        if failed:
+            state.record_failure()
+
+    # --- server level --------------------------------------------------------------------------
+
+    def patch_server(self, run_id: str, server: RunServer, options: RunOptions) -> bool:
+        """Install the server's Pending KBs in order; return whether any failed."""
+        instance_id = server.instance_id
+        if server.status == "Pending":
+            self.store.update_server(run_id, instance_id, status="Running", started_at=now())
+        failed = False
+        for item in self.store.run_items(run_id, instance_id):
+            if item.state is KbState.PENDING and self.cancelled(run_id):
+                self._move(item, KbState.CANCELLED, "run cancelled")
+                continue
+            if item.state is KbState.PENDING:
+                self._move(item, KbState.IN_PROGRESS, "")
+            elif item.state is not KbState.IN_PROGRESS:
+                continue
+            ok = self._complete_item(run_id, item, options)
+            failed = failed or not ok
+        if options.reboot is RebootPolicy.ALWAYS_AT_END:
+            failed = self._reboot_at_end(run_id, instance_id, options) or failed
+        build = self._current_build(instance_id)
+        self.store.update_server(
+            run_id, instance_id, status="Failed" if failed else "Done", finished_at=now(), build_after=build
+        )
+        return failed
+
+    def _complete_item(self, run_id: str, item: RunItem, options: RunOptions) -> bool:
+        try:
+            verdict, attempt = self._install(run_id, item, options)
+        except ExecutionError as exc:
+            self._move(item, KbState.FAILED, str(exc)[:500])
+            return False
+        if verdict.outcome != "success":
+            self._move(item, KbState.FAILED, verdict.reason)
+            return False
+        if not verdict.reboot_required or options.reboot is RebootPolicy.NEVER:
+            note = "installed; reboot pending (policy never)" if verdict.reboot_required else "installed"
+            self._move(item, KbState.SUCCESS, note, reboot_required=verdict.reboot_required)
+            return True
+        if options.reboot is RebootPolicy.ALWAYS_AT_END:
+            self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="awaiting-reboot")
+            return True
+        if attempt.phase != "rebooting":
+            self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="rebooting")
+            self._reboot(run_id, item.instance_id)
+        return self._verify(run_id, [item], options)
+
+    # --- one install, resumable ----------------------------------------------------------------
+
+    def _install(self, run_id: str, item: RunItem, options: RunOptions) -> tuple[InstallVerdict, Attempt]:
+        """Drive the KB's latest attempt forward from whatever phase it is in, until a verdict."""
+        while True:
+            attempts = self.store.attempts(run_id, item.instance_id, item.kb)
+            last = attempts[-1] if attempts else None
+            if last is None or last.phase == "transient":
+                transient = sum(1 for a in attempts if a.phase == "transient")
+                if transient > options.transient_retries:
+                    raise ExecutionError(
+                        f"gave up after {transient} transient failures: {last.output_tail if last else ''}"
+                    )
+                if transient:
+                    self.sleep(min(options.poll.max_delay, options.poll.first_delay * 2**transient))
+                self._send(run_id, item)
+            elif last.phase == "sending":
+                self._recover_send(run_id, item, last)
+            elif last.phase == "sent":
+                self._wait_install(run_id, item, last, options)
+            else:  # done, rebooting, awaiting-reboot: the verdict is stored
+                return _stored_verdict(last), last
+
+    def _send(self, run_id: str, item: RunItem) -> None:
+        token = uuid.uuid4().hex  # tags the command so a restart can find it (SSM Comment ≤ 100 chars)
+        number = self.store.start_attempt(run_id, item.instance_id, item.kb, token)
+        self.on_event(item.instance_id, item.kb, "sending", token)
+        try:
+            command_id = self.fleet.send_install(item.instance_id, item.kb, token)
+        except TransientError as exc:
+            self.store.update_attempt(
+                run_id, item.instance_id, item.kb, number, phase="transient", output_tail=str(exc)[:500]
+            )
+            return
+        self.store.update_attempt(
+            run_id, item.instance_id, item.kb, number, phase="sent", command_id=command_id, sent_at=now()
+        )
+
+    def _recover_send(self, run_id: str, item: RunItem, attempt: Attempt) -> None:
+        """A crash between recording the intent and the command id: ask the fleet by token."""
+        command_id = self.fleet.find_command(item.instance_id, attempt.token) if attempt.token else None
+        if command_id is None:
+            self.store.update_attempt(
+                run_id, item.instance_id, item.kb, attempt.attempt, phase="transient", output_tail="never sent (crash)"
+            )
+        else:
+            self.store.update_attempt(
+                run_id, item.instance_id, item.kb, attempt.attempt, phase="sent", command_id=command_id, sent_at=now()
+            )
+
+    def _wait_install(self, run_id: str, item: RunItem, attempt: Attempt, options: RunOptions) -> None:
+        assert attempt.command_id is not None
+        invocation = self._wait(item.instance_id, attempt.command_id, options.poll, options.install_timeout)
+        key = (run_id, item.instance_id, item.kb, attempt.attempt)
+        if invocation is None:
+            reason = f"no result within {options.install_timeout:.0f} s"
+            self.store.update_attempt(*key, phase="done", status="failure", finished_at=now(), output_tail=reason)
+            return
+        if invocation.status in _TRANSIENT_STATUSES:
+            self.store.update_attempt(*key, phase="transient", status=invocation.status, finished_at=now(),
+                                      output_tail=(invocation.error or invocation.output)[-500:])  # fmt: skip
+            return
+        report = None
+        try:
+            report = parse_install_output(invocation.output)
+        except AutoPatchError:
+            report = None
+        verdict = classify_install(report, invocation.exit_code, invocation.output)
+        if invocation.status is CommandStatus.TIMED_OUT:
+            verdict = InstallVerdict("failure", False, "command timed out on the server")
+        # status holds the verdict; the first line of output_tail its reason, then the raw output.
+        self.store.update_attempt(
+            *key,
+            phase="done",
+            status=verdict.outcome,
+            finished_at=now(),
+            exit_code=invocation.exit_code,
+            hresult=report.hresult if report else None,
+            reboot_required=verdict.reboot_required,
+            output_tail=f"{verdict.reason}\n{invocation.status}: {(invocation.output or invocation.error)[-800:]}",
+        )
+
+    def _wait(self, instance_id: str, command_id: str, policy: PollPolicy, timeout: float) -> CommandInvocation | None:
+        """Poll with backoff (or sleep until the adapter's expected completion) until terminal."""
+        deadline = self.clock() + timeout
+        delays = policy.delays()
+        while True:
+            invocation = self.fleet.get_command(instance_id, command_id)
+            if invocation.status.is_terminal:
+                return invocation
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return None
+            hint = self.fleet.expected_completion(instance_id, command_id)
+            delay = hint if hint is not None else next(delays, policy.max_delay)
+            self.sleep(max(0.0, min(delay, remaining)))
+
+    # --- reboots and verification ----------------------------------------------------------------
+
+    def _reboot(self, run_id: str, instance_id: str) -> None:
+        self.on_event(instance_id, "", "rebooting", "")
+        self.fleet.reboot(instance_id)
+        servers = {s.instance_id: s for s in self.store.run_servers(run_id)}
+        self.store.update_server(run_id, instance_id, reboots=servers[instance_id].reboots + 1)
+
+    def _await_online(self, instance_id: str, options: RunOptions) -> bool:
+        deadline = self.clock() + options.reboot_timeout
+        delays = options.poll.delays()
+        while self.clock() < deadline:
+            if self.fleet.is_online(instance_id):
+                return True
+            self.sleep(max(0.0, min(next(delays, options.poll.max_delay), deadline - self.clock())))
+        return self.fleet.is_online(instance_id)
+
+    def _verify(self, run_id: str, items: list[RunItem], options: RunOptions) -> bool:
+        """After a reboot: online again (bounded), and each KB present by hotfix list or build."""
+        instance_id = items[0].instance_id
+        if not self._await_online(instance_id, options):
+            for item in items:
+                self._move(item, KbState.FAILED, f"not back online within {options.reboot_timeout:.0f} s of the reboot")
+            return False
+        scan = self._scan(instance_id, options)
+        ok = True
+        for item in items:
+            present = scan is not None and (
+                item.kb in scan.installed_kbs
+                or (item.fixed_build is not None and _same_branch_reached(scan.build, item.fixed_build))
+            )
+            if present:
+                self._move(item, KbState.SUCCESS, "installed and verified after reboot", reboot_required=True)
+            else:
+                self._move(item, KbState.FAILED, "not present after the reboot (hotfix list and build checked)")
+                ok = False
+        return ok
+
+    def _reboot_at_end(self, run_id: str, instance_id: str, options: RunOptions) -> bool:
+        waiting = [
+            item
+            for item in self.store.run_items(run_id, instance_id)
+            if item.state is KbState.IN_PROGRESS
+            and (attempts := self.store.attempts(run_id, instance_id, item.kb))
+            and attempts[-1].phase in ("awaiting-reboot", "rebooting")
+        ]
+        if not waiting:
+            return False
+        if all(self.store.attempts(run_id, instance_id, i.kb)[-1].phase == "awaiting-reboot" for i in waiting):
+            for item in waiting:
+                attempt = self.store.attempts(run_id, instance_id, item.kb)[-1]
+                self.store.update_attempt(run_id, instance_id, item.kb, attempt.attempt, phase="rebooting")
+            self._reboot(run_id, instance_id)
+        return not self._verify(run_id, waiting, options)
+
+    def _scan(self, instance_id: str, options: RunOptions) -> ScanReport | None:
+        try:
+            command_id = self.fleet.send_scan(instance_id)
+        except AutoPatchError:
+            return None
+        invocation = self._wait(instance_id, command_id, options.poll, options.install_timeout)
+        if invocation is None or invocation.status is not CommandStatus.SUCCESS:
+            return None
+        try:
+            report = parse_scan_output(instance_id, invocation.output, datetime.now(UTC))
+        except AutoPatchError:
+            return None
+        self.store.save_scans([report])
+        return report
+
+    def _current_build(self, instance_id: str) -> str | None:
+        scans = self.store.latest_scans([instance_id])
+        return scans[instance_id].build if instance_id in scans else None
+
+    def _move(self, item: RunItem, state: KbState, reason: str, reboot_required: bool | None = None) -> None:
+        self.store.transition_item(item.run_id, item.instance_id, item.kb, state, reason, reboot_required)
+        self.on_event(item.instance_id, item.kb, str(state), reason)
+
+
+@dataclass(slots=True)
+class _RunState:
+    """Shared by the worker threads of one run: how many servers failed, whether to stop."""
+
+    failed: int
+    max_errors: int | None
+    stopped: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def may_start(self) -> bool:
+        with self.lock:
+            if self.max_errors is not None and self.failed >= self.max_errors:
+                self.stopped = True
+            return not self.stopped
+
+    def record_failure(self) -> None:
+        with self.lock:
+            self.failed += 1
+
+
+def _stored_verdict(attempt: Attempt) -> InstallVerdict:
+    return InstallVerdict(
+        attempt.status or "failure", bool(attempt.reboot_required), attempt.output_tail.split("\n", 1)[0]
+    )
+
+
+def _same_branch_reached(build: str, fixed_build: str) -> bool:
+    current, fixed = parse_build(build), parse_build(fixed_build)
+    return current[:3] == fixed[:3] and current >= fixed
