@@ -74,7 +74,7 @@ def test_supersedence_closure_is_transitive_and_survives_cycles() -> None:
 
 
 def test_bad_typed_facts_are_input_errors(catalog: SqliteStore) -> None:
-    with pytest.raises(ValidationError, match="build: '10.0.20348'"):
+    with pytest.raises(ValidationError, match=r"build: '10\.0\.20348'"):
         assess_facts(catalog, "Windows Server 2022", "10.0.20348")
     with pytest.raises(ValidationError, match="installed: 'KB12x'"):
         assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, installed=["KB12x"])

@@ -90,6 +90,9 @@ def scan_instances(
                 for instance_id in pending:
                     outcome.failures[instance_id] = f"scan timed out after {policy.timeout:.0f} s"
                 break
+            hints = [fleet.expected_completion(i, c) for i, c in pending.items()]
+            if all(hint is not None for hint in hints):  # the adapter knows: no need to guess
+                delay = min(delay, max(0.0, min(hint for hint in hints if hint is not None)))
             sleep(delay)
     store.save_scans(outcome.reports.values())
     if on_progress:

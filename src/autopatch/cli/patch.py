@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from autopatch.domain.catalog import SEVERITIES
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
+from autopatch.domain.polling import PollPolicy
 from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
 from autopatch.engine.report import build_summary, instance_status, run_view, send_summary
 from autopatch.engine.runner import Engine, EventCallback, RunOptions
@@ -26,6 +28,7 @@ from autopatch.notify.render import render_text
 from autopatch.scanning import discover_instances, identify, resolve_targets
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
+SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
 run_app = typer.Typer(help="One run in detail.", no_args_is_help=True)
 
 
@@ -60,6 +63,8 @@ def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
 
 def _execute(context: CliContext, run_id: str, plan: RunPlan | None, options: RunOptions | None) -> RunStatus:
     console = Console()
+    if options is None and context.settings.fleet == "simulator":
+        options = replace(RunOptions.from_dict(context.store.get_run(run_id).options), poll=SIMULATOR_POLL)
     if plan is not None:
         with live_view(context.console, plan) as on_event:
             status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options)
@@ -103,6 +108,8 @@ def patch_command(
         key, value = _tag_filter(tag)
         targets = [t for t in targets if t.tags.get(key) == value]
     options = RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot)
+    if context.settings.fleet == "simulator":  # simulated servers answer in (scaled) seconds
+        options = replace(options, poll=SIMULATOR_POLL)
     with progress_bar(context.console, "Scanning") as on_progress:
         plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options.as_dict(), on_progress)
     if dry_run:
@@ -180,7 +187,7 @@ def retry_command(ctx: typer.Context, instance_id: str, kb: str) -> None:
     plan = plan_retry(context.store, instance, kb_id, identity.product, scan.build if scan else None)
     run_id = store_plan(context.store, plan)
     context.console.print(f"Retry run [bold]{run_id}[/]")
-    status = _execute(context, run_id, plan, RunOptions(concurrency=1))
+    status = _execute(context, run_id, plan, None)
     raise typer.Exit(0 if status is RunStatus.SUCCEEDED else 1)
 
 
