@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -96,7 +97,7 @@ def test_a_killed_run_resumes_to_the_end_without_installing_any_kb_twice(tmp_pat
     for item in items:
         chain = chains[(item.instance_id, item.kb)]
         assert chain[0][0] is None and chain[-1][1] == item.state
-        assert all(previous[1] == current[0] for previous, current in zip(chain, chain[1:], strict=False))
+        assert all(previous[1] == current[0] for previous, current in pairwise(chain))
     assert any(item.state is KbState.SUCCESS for item in items)
     store.close()
     catalog.close()
