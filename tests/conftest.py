@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from autopatch.catalog.ingest import import_paths
+from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 from autopatch.store.sqlite import SqliteStore
 
 MSRC_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc"
@@ -63,3 +64,28 @@ def empty_store(tmp_path: Path) -> Iterator[SqliteStore]:
     store = SqliteStore(tmp_path / "empty.db")
     yield store
     store.close()
+
+
+@pytest.fixture
+def lab(catalog_db: Path, tmp_path: Path) -> Iterator[tuple[SqliteStore, FleetSimulator]]:
+    """A copy-free store on the shared catalog plus a fresh 10-server Windows Server 2022 fleet."""
+    store = SqliteStore(tmp_path / "runs.db")
+    catalog = SqliteStore(catalog_db)
+    store._db.execute("ATTACH DATABASE ? AS source", (str(catalog_db),))
+    for table in ("documents", "products", "vulnerabilities", "affected", "fixes", "supersedence"):
+        store._db.execute(f"INSERT INTO main.{table} SELECT * FROM source.{table}")
+    store._db.execute("DETACH DATABASE source")
+    config = SimulatorConfig(
+        servers=10,
+        seed=11,
+        offline_fraction=0.0,
+        failure_rate=0.0,
+        time_scale=100_000.0,
+        products=["Windows Server 2022"],
+        core_fraction=0.0,
+    )
+    fleet = FleetSimulator(catalog, config, state_path=tmp_path / "fleet.db")
+    yield store, fleet
+    fleet.close()
+    store.close()
+    catalog.close()

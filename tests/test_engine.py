@@ -2,47 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
-import pytest
-
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
 from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
 from autopatch.engine.report import build_summary, instance_status, run_view
 from autopatch.engine.runner import Engine, RunOptions
-from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
+from autopatch.fleet.simulator import FleetSimulator
 from autopatch.scanning import discover_instances
 from autopatch.store.sqlite import SqliteStore
 
 FAST = PollPolicy(first_delay=0.001, factor=1.5, max_delay=0.01, timeout=5.0)
 INSTALL_FAILURE = -2147023293  # 0x80070643, a classic "fatal error during installation"
-
-
-@pytest.fixture
-def lab(catalog_db: Path, tmp_path: Path) -> Iterator[tuple[SqliteStore, FleetSimulator]]:
-    """A copy-free store on the shared catalog plus a fresh 10-server Windows Server 2022 fleet."""
-    store = SqliteStore(tmp_path / "runs.db")
-    catalog = SqliteStore(catalog_db)
-    store._db.execute("ATTACH DATABASE ? AS source", (str(catalog_db),))
-    for table in ("documents", "products", "vulnerabilities", "affected", "fixes", "supersedence"):
-        store._db.execute(f"INSERT INTO main.{table} SELECT * FROM source.{table}")
-    store._db.execute("DETACH DATABASE source")
-    config = SimulatorConfig(
-        servers=10,
-        seed=11,
-        offline_fraction=0.0,
-        failure_rate=0.0,
-        time_scale=100_000.0,
-        products=["Windows Server 2022"],
-        core_fraction=0.0,
-    )
-    fleet = FleetSimulator(catalog, config, state_path=tmp_path / "fleet.db")
-    yield store, fleet
-    fleet.close()
-    store.close()
-    catalog.close()
 
 
 def options(**overrides: object) -> RunOptions:

@@ -113,12 +113,18 @@ def fleet_exposure(
     severities: Collection[str] | None = None,
     with_cves: bool = False,
 ) -> list[dict[str, Any]]:
-    """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan)."""
+    """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan).
+
+    Servers with the same product and facts (build, installed, offered) share one assessment and
+    one summary: a fleet has far fewer distinct patch levels than servers.
+    """
     from autopatch.scanning import identify, resolve_targets
 
     instances = resolve_targets(store, instance_ids)
-    scans = store.latest_scans([instance.instance_id for instance in instances])
+    scans = store.latest_scans(list(instance_ids) if instance_ids else None)
     catalogs: dict[str, ProductCatalog] = {}
+    summaries: dict[tuple[str, ServerFacts], dict[str, Any]] = {}
+    wanted = set(severities) if severities else None
     rows: list[dict[str, Any]] = []
     for instance in instances:
         scan = scans.get(instance.instance_id)
@@ -137,19 +143,28 @@ def fleet_exposure(
         if identity.product not in catalogs:
             catalogs[identity.product] = load_product_catalog(store, identity.product)
         facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
-        decisions = [d for d in assess(catalogs[identity.product], facts) if not severities or d.severity in severities]
-        open_cves = [d for d in decisions if d.status == "open"]
-        closing = sorted({kb for d in open_cves for kb in d.fixing_kbs})
-        row |= {
-            "status": "assessed",
-            "open_critical": sum(1 for d in open_cves if d.severity == "Critical"),
-            "open_important": sum(1 for d in open_cves if d.severity == "Important"),
-            "open_total": len(open_cves),
-            "fixed_total": len(decisions) - len(open_cves),
-            "closing_kbs": closing,
-            "offered_kbs": sorted(kb for kb in closing if int(kb[2:]) in facts.offered),
-        }
-        if with_cves:
-            row["cves"] = [decision_view(d) for d in decisions]
-        rows.append(row)
+        key = (identity.product, facts)
+        if key not in summaries:
+            summaries[key] = _summarise(catalogs[identity.product], facts, wanted, with_cves)
+        rows.append(row | summaries[key])
     return rows
+
+
+def _summarise(
+    catalog: ProductCatalog, facts: ServerFacts, severities: set[str] | None, with_cves: bool
+) -> dict[str, Any]:
+    decisions = [d for d in assess(catalog, facts) if severities is None or d.severity in severities]
+    open_cves = [d for d in decisions if d.status == "open"]
+    closing = sorted({kb for d in open_cves for kb in d.fixing_kbs})
+    summary: dict[str, Any] = {
+        "status": "assessed",
+        "open_critical": sum(1 for d in open_cves if d.severity == "Critical"),
+        "open_important": sum(1 for d in open_cves if d.severity == "Important"),
+        "open_total": len(open_cves),
+        "fixed_total": len(decisions) - len(open_cves),
+        "closing_kbs": closing,
+        "offered_kbs": sorted(kb for kb in closing if int(kb[2:]) in facts.offered),
+    }
+    if with_cves:
+        summary["cves"] = [decision_view(d) for d in decisions]
+    return summary
