@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 
 from autopatch.assessment import assess_facts, kb_statuses, load_product_catalog, server_facts
-from autopatch.domain.exposure import closure
+from autopatch.domain.exposure import assess, closure, summarise
 from autopatch.domain.identifiers import parse_month
 from autopatch.errors import NotFoundError, ValidationError
 from autopatch.store.sqlite import SqliteStore
@@ -80,3 +82,30 @@ def test_bad_typed_facts_are_input_errors(catalog: SqliteStore) -> None:
         assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, installed=["KB12x"])
     with pytest.raises(NotFoundError, match="Windows Server 2099"):
         assess_facts(catalog, "Windows Server 2099", JANUARY_2024_BUILD)
+
+
+@pytest.mark.parametrize(
+    ("product", "build", "installed", "offered"),
+    [
+        ("Windows Server 2022", JANUARY_2024_BUILD, [], []),
+        ("Windows Server 2022", "10.0.20348.2113", ["KB5035857"], ["KB5035857"]),
+        ("Windows Server 2022", "10.0.20348.2849", [], ["KB5046698"]),  # an offered hotpatch
+        ("Windows Server 2025", "10.0.26100.2033", [], []),
+        ("Windows Server 2016", "10.0.14393.6614", ["KB5034767"], []),
+        ("Windows Server 2019", "10.0.17763.1", [], []),
+    ],
+)
+def test_the_fast_fleet_summary_agrees_with_the_per_cve_decisions(
+    catalog: SqliteStore, product: str, build: str, installed: list[str], offered: list[str]
+) -> None:
+    product_catalog = load_product_catalog(catalog, product)
+    facts = server_facts(build, installed, offered)
+    decisions = assess(product_catalog, facts)
+    for severities in (None, frozenset({"Critical"}), frozenset({"Critical", "Important"})):
+        chosen = [d for d in decisions if severities is None or d.severity in severities]
+        summary = summarise(product_catalog, facts, severities)
+        open_cves = [d for d in chosen if d.status == "open"]
+        assert summary.open_total == len(open_cves)
+        assert summary.fixed_total == len(chosen) - len(open_cves)
+        assert dict(summary.open_by_severity) == dict(Counter(d.severity for d in open_cves))
+        assert {f"KB{kb}" for kb in summary.closing} == {kb for d in open_cves for kb in d.fixing_kbs}

@@ -21,6 +21,7 @@ from autopatch.domain.exposure import (
     build_of,
     classify_kb,
     closure,
+    summarise,
 )
 from autopatch.domain.identifiers import Month, parse_build, parse_kb
 from autopatch.errors import NotFoundError
@@ -153,18 +154,18 @@ def fleet_exposure(
 def _summarise(
     catalog: ProductCatalog, facts: ServerFacts, severities: set[str] | None, with_cves: bool
 ) -> dict[str, Any]:
-    decisions = [d for d in assess(catalog, facts) if severities is None or d.severity in severities]
-    open_cves = [d for d in decisions if d.status == "open"]
-    closing = sorted({kb for d in open_cves for kb in d.fixing_kbs})
+    counts = summarise(catalog, facts, frozenset(severities) if severities else None)
+    closing = [f"KB{kb}" for kb in counts.closing]
     summary: dict[str, Any] = {
         "status": "assessed",
-        "open_critical": sum(1 for d in open_cves if d.severity == "Critical"),
-        "open_important": sum(1 for d in open_cves if d.severity == "Important"),
-        "open_total": len(open_cves),
-        "fixed_total": len(decisions) - len(open_cves),
+        "open_critical": counts.open_by_severity.get("Critical", 0),
+        "open_important": counts.open_by_severity.get("Important", 0),
+        "open_total": counts.open_total,
+        "fixed_total": counts.fixed_total,
         "closing_kbs": closing,
-        "offered_kbs": sorted(kb for kb in closing if int(kb[2:]) in facts.offered),
+        "offered_kbs": [kb for kb in closing if int(kb[2:]) in facts.offered],
     }
     if with_cves:
+        decisions = [d for d in assess(catalog, facts) if severities is None or d.severity in severities]
         summary["cves"] = [decision_view(d) for d in decisions]
     return summary

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from autopatch.catalog.sug import SUG_PREFIX
@@ -26,6 +27,7 @@ from autopatch.errors import NotFoundError, ValidationError
 from autopatch.store.base import CatalogStore
 
 
+@lru_cache(maxsize=4096)
 def document_month(document_id: str) -> Month | None:
     """The MSRC month a stored document covers (SUG documents are stored as ``sug/<month>``)."""
     return month_of_document(document_id.removeprefix(SUG_PREFIX))
@@ -50,8 +52,7 @@ def parse_severities(values: Iterable[str], field: str = "severity") -> set[str]
 
 def resolve_products(store: CatalogStore, name: str) -> list[Product]:
     """Products whose MSRC name equals ``name`` (spaces collapsed, any case), or whose id it is."""
-    wanted = collapse_spaces(name).casefold()
-    matches = [p for p in store.list_products() if p.name.casefold() == wanted or p.product_id == name.strip()]
+    matches = store.products_named(collapse_spaces(name), name.strip())
     if not matches:
         raise NotFoundError(
             f"product: {name!r} is not in the catalog: use an exact MSRC product name "

@@ -12,6 +12,7 @@ offers it), ``Not Available``.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -131,42 +132,169 @@ def classify_kb(catalog: ProductCatalog, kb: int, facts: ServerFacts) -> KbStatu
     return KbStatus.AVAILABLE if kb in facts.offered else KbStatus.NOT_AVAILABLE
 
 
+@dataclass(frozen=True, slots=True)
+class _IndexedCve:
+    """What deciding one CVE needs, precomputed once per product (not once per server)."""
+
+    cve: CatalogCve
+    min_build: Mapping[tuple[int, int, int], tuple[Build, int]]  # branch → (lowest fixed build, its KB)
+    covering: frozenset[int]  # its KBs and every KB that supersedes one of them
+    closing: tuple[int, ...]  # newest successors of its non-hotpatch KBs
+    hotpatches: tuple[int, ...]
+
+
+@lru_cache(maxsize=64)
+def _index(catalog: ProductCatalog) -> tuple[_IndexedCve, ...]:
+    indexed = []
+    for cve in catalog.cves:
+        min_build: dict[tuple[int, int, int], tuple[Build, int]] = {}
+        for kb in cve.kbs:
+            build = catalog.kbs[kb].build
+            if build is not None and (build[:3] not in min_build or build < min_build[build[:3]][0]):
+                min_build[build[:3]] = (build, kb)
+        covering = frozenset(cve.kbs).union(*(catalog.superseded_by.get(kb, frozenset()) for kb in cve.kbs))
+        closing = tuple(sorted({catalog.successor(kb) for kb in cve.kbs if not catalog.kbs[kb].is_hotpatch}))
+        hotpatches = tuple(kb for kb in cve.kbs if catalog.kbs[kb].is_hotpatch)
+        indexed.append(_IndexedCve(cve, min_build, covering, closing, hotpatches))
+    return tuple(indexed)
+
+
+def _fixed_by(entry: _IndexedCve, facts: ServerFacts) -> tuple[Build, int] | int | None:
+    """(build, KB) when the build reached a fix, the installed KB when one covers it, else None."""
+    if facts.build is not None:
+        reached = entry.min_build.get(facts.build[:3])
+        if reached is not None and facts.build >= reached[0]:
+            return reached
+    if not entry.covering.isdisjoint(facts.installed):
+        return max(entry.covering & facts.installed)
+    return None
+
+
+def _closing(catalog: ProductCatalog, entry: _IndexedCve, facts: ServerFacts) -> tuple[int, ...]:
+    if not entry.hotpatches:
+        return entry.closing
+    offered = {catalog.successor(kb) for kb in entry.hotpatches if kb in facts.offered}
+    return tuple(sorted(offered.union(entry.closing)))
+
+
 def assess(catalog: ProductCatalog, facts: ServerFacts) -> list[CveDecision]:
-    """Decide every CVE of the product for one server. Servers with equal facts share the work."""
+    """Decide every CVE of the product for one server, each with its reason."""
     return list(_assess_cached(catalog, facts))
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=4096)
 def _assess_cached(catalog: ProductCatalog, facts: ServerFacts) -> tuple[CveDecision, ...]:
-    return tuple(_decide(catalog, cve, facts) for cve in catalog.cves)
+    return tuple(_decide(catalog, entry, facts) for entry in _index(catalog))
 
 
-def _decide(catalog: ProductCatalog, cve: CatalogCve, facts: ServerFacts) -> CveDecision:
+def _decide(catalog: ProductCatalog, entry: _IndexedCve, facts: ServerFacts) -> CveDecision:
+    cve = entry.cve
+
     def decision(status: str, reason: str, fixing: tuple[str, ...] = (), offered: bool = False) -> CveDecision:
         return CveDecision(cve.cve, cve.severity, cve.title, cve.month, status, reason, fixing, offered)
 
-    for kb in cve.kbs:
-        entry = catalog.kbs[kb]
-        if _build_reached(entry, facts):
-            assert entry.build is not None and facts.build is not None
-            return decision(
-                "fixed", f"build {_text(facts.build)} is at or past KB{kb}'s fixed build {_text(entry.build)}"
-            )
-        if kb in facts.installed:
-            return decision("fixed", f"KB{kb} is installed")
-        newer = catalog.superseded_by.get(kb, frozenset()) & facts.installed
-        if newer:
-            return decision("fixed", f"KB{max(newer)} is installed and supersedes KB{kb}")
-    closing = sorted(
-        {catalog.successor(kb) for kb in cve.kbs if not catalog.kbs[kb].is_hotpatch or kb in facts.offered}
-    )
+    fixed = _fixed_by(entry, facts)
+    if isinstance(fixed, tuple):
+        build, kb = fixed
+        assert facts.build is not None
+        return decision("fixed", f"build {_text(facts.build)} is at or past KB{kb}'s fixed build {_text(build)}")
+    if fixed is not None:
+        if fixed in cve.kbs:
+            return decision("fixed", f"KB{fixed} is installed")
+        superseded = next(kb for kb in cve.kbs if fixed in catalog.superseded_by.get(kb, frozenset()))
+        return decision("fixed", f"KB{fixed} is installed and supersedes KB{superseded}")
     if not cve.kbs:
         return decision("open", "Microsoft lists no KB for this CVE on this product")
+    closing = _closing(catalog, entry, facts)
     if not closing:
-        return decision("open", "only hotpatch KBs fix it and Windows Update offers none", (), False)
+        return decision("open", "only hotpatch KBs fix it and Windows Update offers none")
     offered = any(kb in facts.offered for kb in closing)
     reason = "no fixing KB is installed and the build is older than every fixed build"
     return decision("open", reason, tuple(f"KB{kb}" for kb in closing), offered)
+
+
+@dataclass(frozen=True, slots=True)
+class ExposureSummary:
+    open_by_severity: Mapping[str | None, int]
+    open_total: int
+    fixed_total: int
+    closing: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _BranchIndex:
+    """The product's CVEs for one build branch, sorted by the lowest build that fixes them.
+
+    A server's build then splits them with one binary search: everything before the split is
+    fixed by the build; suffix tables give the open counts and closing KBs of the rest, so a
+    patch level costs O(log n) plus the few CVEs its installed KBs cover beyond the split.
+    """
+
+    builds: tuple[Build, ...]
+    entries: tuple[_IndexedCve, ...]
+    suffix_counts: tuple[Mapping[str | None, int], ...]  # len(entries) + 1
+    suffix_closing: tuple[frozenset[int], ...]  # len(entries) + 1
+    unbuilt: tuple[_IndexedCve, ...]  # no fix build on this branch: decided one by one
+    hotpatch_kbs: frozenset[int]
+
+
+@lru_cache(maxsize=256)
+def _branch_index(
+    catalog: ProductCatalog, branch: tuple[int, int, int] | None, severities: frozenset[str] | None
+) -> _BranchIndex:
+    wanted = [e for e in _index(catalog) if severities is None or e.cve.severity in severities]
+    built = sorted((e for e in wanted if branch in e.min_build), key=lambda e: e.min_build[branch][0])  # type: ignore[index]
+    counts: list[Mapping[str | None, int]] = [{}]
+    closing: list[frozenset[int]] = [frozenset()]
+    for entry in reversed(built):
+        previous = counts[-1]
+        counts.append({**previous, entry.cve.severity: previous.get(entry.cve.severity, 0) + 1})
+        closing.append(closing[-1] | frozenset(entry.closing))
+    return _BranchIndex(
+        builds=tuple(e.min_build[branch][0] for e in built),  # type: ignore[index]
+        entries=tuple(built),
+        suffix_counts=tuple(reversed(counts)),
+        suffix_closing=tuple(reversed(closing)),
+        unbuilt=tuple(e for e in wanted if branch not in e.min_build),
+        hotpatch_kbs=frozenset(kb for e in wanted for kb in e.hotpatches),
+    )
+
+
+def summarise(catalog: ProductCatalog, facts: ServerFacts, severities: frozenset[str] | None = None) -> ExposureSummary:
+    """Counts and closing KBs only: the fleet view, without building a decision per CVE."""
+    build = facts.build
+    index = _branch_index(catalog, build[:3] if build is not None else None, severities)
+    split = bisect_right(index.builds, build) if build is not None else 0
+    open_by_severity = dict(index.suffix_counts[split])
+    closing = set(index.suffix_closing[split])
+    fixed_total = split
+    rest = index.entries[split:]
+    # Installed KBs may cover CVEs past the split, and offered hotpatches change closing KBs:
+    # both are rare, and then the rest is decided one by one.
+    if not index.hotpatch_kbs.isdisjoint(facts.offered) or any(
+        not e.covering.isdisjoint(facts.installed) for e in rest
+    ):
+        open_by_severity, closing, fixed_total = {}, set(), split
+        for entry in rest:
+            fixed_total += _tally(catalog, entry, facts, open_by_severity, closing)
+    for entry in index.unbuilt:
+        fixed_total += _tally(catalog, entry, facts, open_by_severity, closing)
+    return ExposureSummary(open_by_severity, sum(open_by_severity.values()), fixed_total, tuple(sorted(closing)))
+
+
+def _tally(
+    catalog: ProductCatalog,
+    entry: _IndexedCve,
+    facts: ServerFacts,
+    open_by_severity: dict[str | None, int],
+    closing: set[int],
+) -> int:
+    """Add one CVE to the running totals; return 1 if it is fixed."""
+    if _fixed_by(entry, facts) is not None:
+        return 1
+    open_by_severity[entry.cve.severity] = open_by_severity.get(entry.cve.severity, 0) + 1
+    closing.update(_closing(catalog, entry, facts))
+    return 0
 
 
 def _text(build: Build) -> str:

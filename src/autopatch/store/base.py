@@ -32,6 +32,9 @@ class CatalogStore(Protocol):
 
     def list_products(self) -> list[Product]: ...
 
+    def products_named(self, name: str, product_id: str) -> list[Product]:
+        """Products with exactly this name (any case), or this MSRC product id."""
+
     def product_summaries(self) -> list[ProductSummary]:
         """Every product with its counts of distinct CVEs and KBs."""
 

@@ -325,6 +325,13 @@ class SqliteStore(RunTables):
     def list_products(self) -> list[Product]:
         return [Product(*row) for row in self._query("SELECT * FROM products ORDER BY name")]
 
+    def products_named(self, name: str, product_id: str) -> list[Product]:
+        rows = self._query(
+            "SELECT * FROM products WHERE name = ? COLLATE NOCASE OR product_id = ? ORDER BY product_id",
+            (name, product_id),
+        )
+        return [Product(*row) for row in rows]
+
     def product_summaries(self) -> list[ProductSummary]:
         rows = self._query(
             """
