@@ -61,7 +61,9 @@ def main() -> None:
         f"ratio to the SELECT {seconds / select_seconds:.2f}x"
     )
     open_total = sum(row["open_total"] for row in assessed)
-    print(f"{len(assessed):,} servers assessed at {levels} distinct patch levels; {open_total:,} open (server, CVE) pairs")
+    print(
+        f"{len(assessed):,} servers assessed at {levels} distinct patch levels; {open_total:,} open (server, CVE) pairs"
+    )
     fleet.close()
     store.close()
 

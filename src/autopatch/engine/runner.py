@@ -112,7 +112,11 @@ class Engine:
         try:
             failed = self.patch_server(run_id, server, options)
         except AutoPatchError as exc:  # an unexpected failure of one server never stops the others
-            self.store.update_server(run_id, server.instance_id, status="Failed", reason=str(exc)[:500])
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            for item in self.store.run_items(run_id, server.instance_id):
+                if item.state is KbState.IN_PROGRESS:
+                    self._move(item, KbState.FAILED, reason)
+            self.store.update_server(run_id, server.instance_id, status="Failed", reason=reason, finished_at=now())
             failed = True
         if failed:
             state.record_failure()
@@ -266,8 +270,7 @@ class Engine:
     def _reboot(self, run_id: str, instance_id: str) -> None:
         self.on_event(instance_id, "", "rebooting", "")
         self.fleet.reboot(instance_id)
-        servers = {s.instance_id: s for s in self.store.run_servers(run_id)}
-        self.store.update_server(run_id, instance_id, reboots=servers[instance_id].reboots + 1)
+        self.store.count_reboot(run_id, instance_id)
 
     def _await_online(self, instance_id: str, options: RunOptions) -> bool:
         deadline = self.clock() + options.reboot_timeout
@@ -275,7 +278,9 @@ class Engine:
         while self.clock() < deadline:
             if self.fleet.is_online(instance_id):
                 return True
-            self.sleep(max(0.0, min(next(delays, options.poll.max_delay), deadline - self.clock())))
+            hint = self.fleet.expected_online(instance_id)
+            delay = hint if hint else next(delays, options.poll.max_delay)
+            self.sleep(max(0.0, min(delay, deadline - self.clock())))
         return self.fleet.is_online(instance_id)
 
     def _verify(self, run_id: str, items: list[RunItem], options: RunOptions) -> bool:

@@ -56,6 +56,9 @@ class FleetAdapter(Protocol):
         The simulator knows exactly; SSM does not, and the engine then polls with backoff.
         """
 
+    def expected_online(self, instance_id: str) -> float | None:
+        """Seconds until a rebooting server should answer again, or None when unknown (SSM)."""
+
     def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
         """The command's current status and, once terminal, its exit code and output."""
 

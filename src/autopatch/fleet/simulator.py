@@ -452,6 +452,17 @@ class FleetSimulator:
             remaining = (command.due_at - self._now()) / self.config.time_scale
             return max(0.0, remaining) + _COMPLETION_MARGIN_SECONDS
 
+    def expected_online(self, instance_id: str) -> float | None:
+        """Real seconds until a rebooting server is back (0 when online, None if it never returns)."""
+        with self._lock:
+            server = self._settle(instance_id)
+            if server.rebooting_until is None:
+                return 0.0 if server.online else None
+            if server.reboot_never_returns:
+                return None
+            remaining = (server.rebooting_until - self._now()) / self.config.time_scale
+            return max(0.0, remaining) + _COMPLETION_MARGIN_SECONDS
+
     def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
         """The command as it stands now; InProgress until its simulated duration has passed."""
         with self._lock:

@@ -197,6 +197,11 @@ class SsmFleet:
         """SSM gives no estimate (a Windows Update install takes seconds or an hour): the engine backs off."""
         return None
 
+    def expected_online(self, instance_id: str) -> float | None:
+        """Unknown: EC2 gives no estimate of a reboot's length, so the engine polls ``is_online``."""
+        parse_instance_id(instance_id)
+        return None
+
     def close(self) -> None:
         """Close the HTTP connections of the clients this adapter built (injected ones belong to the caller)."""
         for client in self._owned_clients:

@@ -245,6 +245,13 @@ class RunTables:
                 (*fields.values(), run_id, instance_id),
             )
 
+    def count_reboot(self, run_id: str, instance_id: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE run_servers SET reboots = reboots + 1 WHERE run_id = ? AND instance_id = ?",
+                (run_id, instance_id),
+            )
+
     def set_run_status(self, run_id: str, status: RunStatus, reason: str = "") -> None:
         stamp = now()
         with self._transaction() as db:
