@@ -30,11 +30,13 @@ unit:
 	$(BIN)/pytest -n 2
 
 demo: $(BIN)/autopatch
-	mkdir -p $(dir $(DEMO_DB))
+	rm -rf $(dir $(DEMO_DB)) && mkdir -p $(dir $(DEMO_DB))
 	AUTOPATCH_DB=$(DEMO_DB) $(BIN)/autopatch demo
 
 bench: $(BIN)/autopatch
 	$(BIN)/python benchmarks/catalog_ingest.py
+	$(BIN)/python benchmarks/exposure.py
+	$(BIN)/python benchmarks/patch_run.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

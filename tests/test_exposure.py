@@ -109,3 +109,20 @@ def test_the_fast_fleet_summary_agrees_with_the_per_cve_decisions(
         assert summary.fixed_total == len(chosen) - len(open_cves)
         assert dict(summary.open_by_severity) == dict(Counter(d.severity for d in open_cves))
         assert {f"KB{kb}" for kb in summary.closing} == {kb for d in open_cves for kb in d.fixing_kbs}
+
+
+def test_build_less_cumulative_updates_take_the_build_of_the_next_known_one() -> None:
+    from autopatch.domain.exposure import CatalogKb, infer_cumulative_builds
+
+    kbs = {
+        3200970: CatalogKb(3200970, None, None, "Yes", month=(2016, 11)),  # no SubType, no FixedBuild
+        4487006: CatalogKb(4487006, None, "Update", "No", month=(2019, 2)),  # not cumulative
+        5005573: CatalogKb(5005573, (10, 0, 14393, 4651), "Security Update", "Yes", month=(2021, 9)),
+        5006669: CatalogKb(5006669, (10, 0, 14393, 4704), "Security Update", "Yes", month=(2021, 10)),
+        5099999: CatalogKb(5099999, None, "Security Update", "Yes", month=(2030, 1)),  # nothing later
+    }
+    inferred = infer_cumulative_builds(kbs)
+    assert inferred[3200970].build == (10, 0, 14393, 4651) and inferred[3200970].build_inferred
+    assert inferred[4487006].build is None
+    assert inferred[5006669] == kbs[5006669]
+    assert inferred[5099999].build is None

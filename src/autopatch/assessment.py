@@ -6,8 +6,9 @@ The CLI's ``assess`` and ``exposure`` commands, the HTTP API and the patch engin
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
+from dataclasses import replace
 from typing import Any
 
 from autopatch.catalog.queries import document_month, resolve_products
@@ -21,6 +22,7 @@ from autopatch.domain.exposure import (
     build_of,
     classify_kb,
     closure,
+    infer_cumulative_builds,
     summarise,
 )
 from autopatch.domain.identifiers import Month, parse_build, parse_kb
@@ -48,10 +50,21 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
         latest[record.cve] = (record.severity, record.title)
     kbs_of: dict[str, set[int]] = defaultdict(set)
     kbs: dict[int, CatalogKb] = {}
-    for fix_record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
+    listings: Counter[tuple[int, str]] = Counter()
+    fixes = sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id))
+    for fix_record in fixes:
         fix = fix_record.fix
         kbs_of[fix.cve].add(fix.kb)
-        kbs[fix.kb] = CatalogKb(fix.kb, build_of(fix.fixed_build), fix.subtype, fix.restart_required)
+        listings[(fix.kb, fix_record.document_id)] += 1
+        previous = kbs.get(fix.kb)
+        # Newest data wins, but a FixedBuild that a newer revision dropped is kept.
+        build = build_of(fix.fixed_build) or (previous.build if previous else None)
+        kbs[fix.kb] = CatalogKb(fix.kb, build, fix.subtype, fix.restart_required)
+    home: dict[int, tuple[int, str]] = {}
+    for (kb, document_id), count in listings.items():  # a KB's month: the document listing it most
+        if count > home.get(kb, (0, ""))[0]:
+            home[kb] = (count, document_id)
+    kbs = infer_cumulative_builds({kb: replace(entry, month=_month_sort(home[kb][1])) for kb, entry in kbs.items()})
     edges = store.superseded_by(kbs) if kbs else {}
     cves = tuple(
         CatalogCve(cve, severity, title, first_month[cve], tuple(sorted(kbs_of.get(cve, ()))))

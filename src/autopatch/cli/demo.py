@@ -1,8 +1,9 @@
 """``autopatch demo``: the main job end to end on the embedded defaults.
 
 Online it fetches the last few months from Microsoft; offline (no route to the MSRC API) it
-imports the documents in ``AUTOPATCH_CATALOG_DIR`` and says so. Then it prints what the catalog
-knows about the Windows Server products that AutoPatch patches.
+imports the documents in ``AUTOPATCH_CATALOG_DIR`` and says so. Then, on the configured fleet
+(the simulator by default): discovery and scan, exposure before, a patch run with live progress,
+exposure after, and the run's summary — every step the same function the CLI commands call.
 """
 
 from __future__ import annotations
@@ -12,13 +13,21 @@ from datetime import date
 import typer
 from rich.console import Console
 
+from autopatch.assessment import fleet_exposure
 from autopatch.catalog import queries
 from autopatch.catalog.ingest import ImportSummary, import_paths
 from autopatch.cli.catalog import print_import_summary
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
+from autopatch.cli.patch import SIMULATOR_POLL, live_view
 from autopatch.cli.progress import progress_bar
+from autopatch.domain.polling import PollPolicy
+from autopatch.engine.planning import plan_run, store_plan
+from autopatch.engine.report import build_summary, send_summary
+from autopatch.engine.runner import Engine, RunOptions
 from autopatch.errors import SourceUnavailableError, ValidationError
+from autopatch.notify.render import render_text
+from autopatch.scanning import discover_instances, scan_instances
 
 SERVER_PRODUCTS = (
     "Windows Server 2016",
@@ -56,12 +65,46 @@ def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
 
 
 def demo_command(ctx: typer.Context) -> None:
-    """Build the catalog (live, or offline from AUTOPATCH_CATALOG_DIR) and print a summary."""
+    """The whole job on the simulator: catalog, fleet, exposure before, a patch run, exposure after."""
     context: CliContext = ctx.obj
     out = Console()
-    out.rule("AutoPatch demo: the MSRC catalog")
+    out.rule("1. The MSRC catalog")
     summary = _build_catalog(context, out)
     print_import_summary(context, summary, OutputFormat.table)
+    _print_catalog_facts(context, out)
+
+    out.rule(f"2. The fleet ({context.settings.fleet})")
+    instances = discover_instances(context.fleet, context.store)
+    with progress_bar(context.console, "Scanning") as on_progress:
+        scans = scan_instances(context.fleet, context.store, instances, on_progress=on_progress)
+    out.print(
+        f"{len(instances)} servers discovered, {len(scans.reports)} scanned, {len(scans.failures)} not reachable."
+    )
+
+    out.rule("3. Exposure before patching")
+    before = _print_exposure(context, out)
+
+    out.rule("4. Patch run (one KB at a time per server, 8 servers at once, reboot if required)")
+    options = RunOptions(concurrency=8, poll=SIMULATOR_POLL if context.settings.fleet == "simulator" else PollPolicy())
+    with progress_bar(context.console, "Planning") as on_progress:
+        plan = plan_run(context.store, context.fleet, instances, options=options.as_dict(), on_progress=on_progress)
+    run_id = store_plan(context.store, plan)
+    with live_view(context.console, plan) as on_event:
+        status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options)
+    send_summary(context.store, run_id, [n for n in context.notifiers if n.name != "console"])
+    out.print(render_text(build_summary(context.store, run_id)))
+    out.print(f"Run {run_id}: {status}")
+
+    out.rule("5. Exposure after patching (servers rescanned)")
+    scan_instances(context.fleet, context.store, discover_instances(context.fleet, context.store))
+    after = _print_exposure(context, out)
+    out.print(
+        f"Open Critical+Important (server, CVE) pairs: {before} before, {after} after. "
+        f"Database: {context.settings.db}; try `autopatch runs`, `autopatch run show {run_id}`."
+    )
+
+
+def _print_catalog_facts(context: CliContext, out: Console) -> None:
     store = context.store
     products = {row["product"]: row for row in queries.list_products(store)}
     render(
@@ -71,21 +114,15 @@ def demo_command(ctx: typer.Context) -> None:
         title="Windows Server products in the catalog",
         console=out,
     )
-    if "Windows Server 2022" in products:
-        critical = queries.find_cves(store, "Windows Server 2022", severities={"Critical"})
-        latest = critical[-1]["month"] if critical else None
-        recent = [row for row in critical if row["month"] == latest]
-        render(
-            recent,
-            OutputFormat.table,
-            columns=("cve", "month", "severity", "cvss_base", "kbs", "title"),
-            title=f"Critical CVEs on Windows Server 2022 in {latest}",
-            console=out,
-        )
-        if recent and recent[0]["kbs"]:
-            kb = queries.describe_kb(store, recent[0]["kbs"][0]["kb"])
-            out.print(
-                f"{kb['kb']} ({kb['subtype']}, restart {kb['restart_required']}) supersedes "
-                f"{', '.join(kb['supersedes']) or 'nothing'}; {len(kb['supersedes_chain'])} KBs in its chain."
-            )
-    out.print(f"Database: {context.settings.db}")
+
+
+def _print_exposure(context: CliContext, out: Console) -> int:
+    rows = fleet_exposure(context.store, severities={"Critical", "Important"})
+    render(
+        rows,
+        OutputFormat.table,
+        columns=("name", "product", "build", "status", "open_critical", "open_important", "closing_kbs"),
+        title="Open Critical/Important CVEs per server (latest scan)",
+        console=out,
+    )
+    return sum(row.get("open_critical", 0) + row.get("open_important", 0) for row in rows)

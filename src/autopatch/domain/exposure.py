@@ -13,8 +13,9 @@ offers it), ``Not Available``.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import lru_cache
 
@@ -39,10 +40,45 @@ class CatalogKb:
     build: Build | None
     subtype: str | None
     restart_required: str | None
+    month: tuple[int, int] = (0, 0)  # (year, month) of the document that lists the KB most
+    build_inferred: bool = False
 
     @property
     def is_hotpatch(self) -> bool:
         return self.subtype in HOTPATCH_SUBTYPES
+
+
+# Updates that contain every earlier one of their kind. "Security Only" (2016-2022, ESU era) and
+# hotpatches are not cumulative; before 2018 MSRC left SubType empty on cumulative updates.
+CUMULATIVE_SUBTYPES = frozenset({None, "Security Update", "Monthly Rollup", "Servicing Stack Update"})
+
+
+def infer_cumulative_builds(kbs: Mapping[int, CatalogKb]) -> dict[int, CatalogKb]:
+    """Give build-less cumulative KBs the build of the first later cumulative update with one.
+
+    MSRC documents before about 2021 carry no FixedBuild, and their supersedence chains break on
+    bulletin ids ("MS16-087"), so an up-to-date 2016 server would look open to every CVE of 2016.
+    A cumulative update of month M is contained in every later cumulative update of the product:
+    if the server's build reached the first one with a known build, it has M's fixes too.
+    """
+    known = [
+        (kb.month, kb.build)
+        for kb in kbs.values()
+        if kb.build is not None and kb.subtype in CUMULATIVE_SUBTYPES and kb.month != (0, 0)
+    ]
+    if not known:
+        return dict(kbs)
+    branches = Counter(build[:3] for _, build in known)
+    branch = branches.most_common(1)[0][0]
+    ladder = sorted((month, build) for month, build in known if build[:3] == branch)
+    result = dict(kbs)
+    for number, kb in kbs.items():
+        if kb.build is not None or kb.subtype not in CUMULATIVE_SUBTYPES or kb.month == (0, 0):
+            continue
+        later = [build for month, build in ladder if month >= kb.month]
+        if later:
+            result[number] = replace(kb, build=min(later), build_inferred=True)
+    return result
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +233,12 @@ def _decide(catalog: ProductCatalog, entry: _IndexedCve, facts: ServerFacts) -> 
     if isinstance(fixed, tuple):
         build, kb = fixed
         assert facts.build is not None
+        if catalog.kbs[kb].build_inferred:
+            return decision(
+                "fixed",
+                f"build {_text(facts.build)} is at or past {_text(build)}, the first later cumulative update "
+                f"with a known build, which contains KB{kb}",
+            )
         return decision("fixed", f"build {_text(facts.build)} is at or past KB{kb}'s fixed build {_text(build)}")
     if fixed is not None:
         if fixed in cve.kbs:

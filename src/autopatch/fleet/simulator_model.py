@@ -17,6 +17,7 @@ import hashlib
 import random
 import re
 import string
+from collections import Counter
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -124,6 +125,12 @@ def load_ladders(store: CatalogStore, products: list[str]) -> dict[str, ProductL
                 continue
             updates = product_updates(store, matches[0].product_id)
             lcus = tuple(update for update in updates if update.subtype == LCU_SUBTYPE)
+            # MSRC data slips: KB5060842 is listed for Windows Server 2025 at 10.0.26200.4349.
+            # Servers sit on the product's own branch only.
+            branches = Counter(parse_build(update.fixed_build)[:3] for update in lcus)
+            if branches:
+                branch = branches.most_common(1)[0][0]
+                lcus = tuple(update for update in lcus if parse_build(update.fixed_build)[:3] == branch)
             if lcus:
                 ladders[name] = ProductLadder(name, {update.kb: update for update in updates}, lcus)
     return ladders
