@@ -26,7 +26,6 @@ from autopatch.engine.planning import plan_run, store_plan
 from autopatch.engine.report import build_summary, send_summary
 from autopatch.engine.runner import Engine, RunOptions
 from autopatch.errors import SourceUnavailableError, ValidationError
-from autopatch.notify.render import render_text
 from autopatch.scanning import discover_instances, scan_instances
 
 SERVER_PRODUCTS = (
@@ -92,8 +91,24 @@ def demo_command(ctx: typer.Context) -> None:
     with live_view(context.console, plan) as on_event:
         status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options)
     send_summary(context.store, run_id, [n for n in context.notifiers if n.name != "console"])
-    out.print(render_text(build_summary(context.store, run_id)))
-    out.print(f"Run {run_id}: {status}")
+    run_summary = build_summary(context.store, run_id)
+    render(
+        [
+            {
+                "server": server.name,
+                "installed now": list(server.installed_now),
+                "failed": [f"{kb.kb}: {kb.reason}" for kb in server.failed],
+                "already installed": len(server.already_installed),
+                "skipped": len(server.skipped),
+                "reboots": server.reboots,
+                "build": f"{server.build_before or '?'} → {server.build_after or '?'}",
+            }
+            for server in run_summary.servers
+        ],
+        OutputFormat.table,
+        title=f"Run {run_id}: {status} (full text and HTML summaries go to the notifiers)",
+        console=out,
+    )
 
     out.rule("5. Exposure after patching (servers rescanned)")
     scan_instances(context.fleet, context.store, discover_instances(context.fleet, context.store))

@@ -333,12 +333,17 @@ class SqliteStore(RunTables):
         return [Product(*row) for row in rows]
 
     def product_summaries(self) -> list[ProductSummary]:
+        # One grouped pass over each table: per-product correlated counts would scan fixes
+        # once per product (there is no fixes-by-product index; see MIGRATIONS).
         rows = self._query(
             """
-            SELECT p.product_id, p.name, p.family,
-                   (SELECT count(DISTINCT cve) FROM affected a WHERE a.product_id = p.product_id),
-                   (SELECT count(DISTINCT kb) FROM fixes f WHERE f.product_id = p.product_id)
-            FROM products p ORDER BY p.name
+            SELECT p.product_id, p.name, p.family, coalesce(a.cves, 0), coalesce(f.kbs, 0)
+            FROM products p
+            LEFT JOIN (SELECT product_id, count(DISTINCT cve) AS cves FROM affected GROUP BY product_id) a
+                USING (product_id)
+            LEFT JOIN (SELECT product_id, count(DISTINCT kb) AS kbs FROM fixes GROUP BY product_id) f
+                USING (product_id)
+            ORDER BY p.name
             """
         )
         return [ProductSummary(*row) for row in rows]
