@@ -12,7 +12,7 @@ DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc
 
 
 def full_catalog(path: Path) -> SqliteStore:
-    """The 2016–2026 catalog at ``path``; imported on first use (unchanged files are skipped later)."""
+    """The 2016-2026 catalog at ``path``; imported on first use (unchanged files are skipped later)."""
     folder = Path(os.environ.get("AUTOPATCH_CATALOG_DIR", DEFAULT_FOLDER))
     store = SqliteStore(path)
     import_paths(store, [folder])

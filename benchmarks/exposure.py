@@ -1,4 +1,4 @@
-"""Benchmark: exposure of 10,000 simulated servers against the full 2016–2026 catalog.
+"""Benchmark: exposure of 10,000 simulated servers against the full 2016-2026 catalog.
 
 Builds the catalog (once, cached in the scratch folder), a 10,000-server simulated fleet, scans
 every server through the simulator, stores the scans, then times ``fleet_exposure`` — the same
@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 from _catalog import full_catalog
-
 from autopatch.assessment import fleet_exposure
 from autopatch.catalog.queries import resolve_products
 from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig

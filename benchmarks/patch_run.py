@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from _catalog import full_catalog
-
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
@@ -83,7 +82,7 @@ def make_plan(store: SqliteStore, fleet: FleetSimulator, kbs_per_server: int, se
                     update.subtype,
                     update.fixed_build,
                     update.restart_required,
-                )  # fmt: skip
+                )
             )
         if len(plan.servers) == servers:
             break
@@ -114,8 +113,17 @@ def fresh_store(scratch: Path, name: str, catalog: Path) -> SqliteStore:
 
 def overhead(scratch: Path, catalog: Path) -> None:
     store = fresh_store(scratch, "a.db", catalog)
-    config = SimulatorConfig(servers=1600, seed=5, offline_fraction=0.0, failure_rate=0.0, install_seconds_mean=0.0,
-                             install_seconds_jitter=0.0, reboot_seconds=0.0, scan_seconds=0.0, time_scale=1.0)  # fmt: skip
+    config = SimulatorConfig(
+        servers=1600,
+        seed=5,
+        offline_fraction=0.0,
+        failure_rate=0.0,
+        install_seconds_mean=0.0,
+        install_seconds_jitter=0.0,
+        reboot_seconds=0.0,
+        scan_seconds=0.0,
+        time_scale=1.0,
+    )
     fleet = FleetSimulator(store, config)
     plan = make_plan(store, fleet, kbs_per_server=5, servers=1000)
     steps = sum(1 for item in plan.items if item.state is KbState.PENDING)
@@ -130,8 +138,10 @@ def overhead(scratch: Path, catalog: Path) -> None:
     engine = seconds - timed.seconds
     print(f"(a) {len(plan.servers):,} servers x 5 KBs = {steps:,} KB steps, zero install time, concurrency 1")
     print(f"    wall {seconds:.2f} s; inside the simulator {timed.seconds:.2f} s; engine {engine:.2f} s")
-    print(f"    engine overhead per KB step {1000 * engine / steps:.3f} ms (goal < 2 ms); "
-          f"wall per KB step {1000 * seconds / steps:.3f} ms")  # fmt: skip
+    print(
+        f"    engine overhead per KB step {1000 * engine / steps:.3f} ms (goal < 2 ms); "
+        f"wall per KB step {1000 * seconds / steps:.3f} ms"
+    )
     print(f"    store: {writes():,} write transactions, {writes() / seconds:,.0f} writes/s")
     fleet.close()
     store.close()
@@ -140,25 +150,43 @@ def overhead(scratch: Path, catalog: Path) -> None:
 def makespan(scratch: Path, catalog: Path) -> None:
     store = fresh_store(scratch, "b.db", catalog)
     install, reboot, scan, scale = 600.0, 120.0, 30.0, 1200.0
-    config = SimulatorConfig(servers=400, seed=9, offline_fraction=0.0, failure_rate=0.0, install_seconds_mean=install,
-                             install_seconds_jitter=0.0, reboot_seconds=reboot, scan_seconds=scan, time_scale=scale,
-                             products=["Windows Server 2022"], core_fraction=0.0)  # fmt: skip
+    config = SimulatorConfig(
+        servers=400,
+        seed=9,
+        offline_fraction=0.0,
+        failure_rate=0.0,
+        install_seconds_mean=install,
+        install_seconds_jitter=0.0,
+        reboot_seconds=reboot,
+        scan_seconds=scan,
+        time_scale=scale,
+        products=["Windows Server 2022"],
+        core_fraction=0.0,
+    )
     fleet = FleetSimulator(store, config)
     plan = make_plan(store, fleet, kbs_per_server=4, servers=200)
     servers, concurrency, kbs = len(plan.servers), 50, 4
     reboots = sum(1 for i in plan.items if i.restart_required in ("Yes", "Maybe"))
     step = (install + reboot + scan) / scale  # every KB here needs a reboot and a verification scan
     minimum = math.ceil(servers / concurrency) * kbs * step
-    options = RunOptions(concurrency=concurrency, reboot=RebootPolicy.IF_REQUIRED,
-                         poll=PollPolicy(first_delay=0.002, factor=1.2, max_delay=0.01, timeout=60.0))  # fmt: skip
+    options = RunOptions(
+        concurrency=concurrency,
+        reboot=RebootPolicy.IF_REQUIRED,
+        poll=PollPolicy(first_delay=0.002, factor=1.2, max_delay=0.01, timeout=60.0),
+    )
     started = time.perf_counter()
     status = Engine(store, fleet).execute(plan.run.run_id, options)
     seconds = time.perf_counter() - started
     assert status is RunStatus.SUCCEEDED, status
-    print(f"(b) {servers} servers x {kbs} KBs, concurrency {concurrency}, install {install:.0f} s + reboot {reboot:.0f} s "
-          f"+ scan {scan:.0f} s simulated at {scale:.0f}x ({reboots} reboots)")  # fmt: skip
-    print(f"    theoretical minimum {minimum:.2f} s; measured makespan {seconds:.2f} s; "
-          f"{100 * (seconds / minimum - 1):+.1f}% over the minimum (goal within 2%)")  # fmt: skip
+    print(
+        f"(b) {servers} servers x {kbs} KBs, concurrency {concurrency}, "
+        f"install {install:.0f} s + reboot {reboot:.0f} s + scan {scan:.0f} s simulated at {scale:.0f}x "
+        f"({reboots} reboots)"
+    )
+    print(
+        f"    theoretical minimum {minimum:.2f} s; measured makespan {seconds:.2f} s; "
+        f"{100 * (seconds / minimum - 1):+.1f}% over the minimum (goal within 2%)"
+    )
     fleet.close()
     store.close()
 

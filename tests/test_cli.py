@@ -33,9 +33,19 @@ def test_import_prints_a_json_summary_and_is_idempotent(capsys: pytest.CaptureFi
 
 def test_cves_and_kb_commands_answer_from_the_catalog(capsys: pytest.CaptureFixture[str], catalog_db: Path) -> None:
     code, out, _ = run(
-        capsys, catalog_db, "catalog", "cves", "--product", "Windows Server 2022", "--month", "2024-01",
-        "--severity", "Critical", "--format", "json",
-    )  # fmt: skip
+        capsys,
+        catalog_db,
+        "catalog",
+        "cves",
+        "--product",
+        "Windows Server 2022",
+        "--month",
+        "2024-01",
+        "--severity",
+        "Critical",
+        "--format",
+        "json",
+    )
     assert code == 0
     rows = json.loads(out)
     assert {row["severity"] for row in rows} == {"Critical"}

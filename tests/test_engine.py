@@ -100,8 +100,13 @@ def test_an_install_that_never_finishes_times_out_as_failed(lab: tuple[SqliteSto
     slow = behind(plan)[0]
     fleet.set_install_seconds(slow, 10_000_000.0)  # 100 real seconds at this time scale
     Engine(store, fleet).execute(plan.run.run_id, options(install_timeout=0.3))
-    [item] = [i for i in store.run_items(plan.run.run_id, slow) if i.state is not KbState.ALREADY_INSTALLED
-              and i.state is not KbState.SUPERSEDED and i.state is not KbState.NOT_AVAILABLE]  # fmt: skip
+    [item] = [
+        i
+        for i in store.run_items(plan.run.run_id, slow)
+        if i.state is not KbState.ALREADY_INSTALLED
+        and i.state is not KbState.SUPERSEDED
+        and i.state is not KbState.NOT_AVAILABLE
+    ]
     assert item.state is KbState.FAILED and "no result within" in item.reason
 
 

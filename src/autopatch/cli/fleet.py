@@ -88,5 +88,9 @@ def exposure_command(
     render(rows, output, columns=columns, title="Exposure (from the latest scans)")
     for row in rows if ids else []:
         open_cves = [cve for cve in row.get("cves", []) if cve["status"] == "open"]
-        render(open_cves, output, columns=("cve", "severity", "month", "fixing_kbs", "offered", "reason"),
-               title=f"Open CVEs on {row['name']}")  # fmt: skip
+        render(
+            open_cves,
+            output,
+            columns=("cve", "severity", "month", "fixing_kbs", "offered", "reason"),
+            title=f"Open CVEs on {row['name']}",
+        )

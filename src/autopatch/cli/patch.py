@@ -42,8 +42,13 @@ def _tag_filter(tag: str) -> tuple[str, str]:
 @contextmanager
 def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
     """A progress bar per server, advancing KB by KB, fed by the engine's events."""
-    columns = (TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[detail]}"))  # fmt: skip
+    columns = (
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[detail]}"),
+    )
     with Progress(*columns, console=console) as progress:
         tasks: dict[str, TaskID] = {}
         for server in plan.servers:
@@ -138,10 +143,16 @@ def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
     """Recent runs, newest first."""
     context: CliContext = ctx.obj
     rows = [
-        {"run_id": r.run_id, "kind": r.kind, "status": str(r.status), "created_at": r.created_at,
-         "finished_at": r.finished_at, "reason": r.reason}
+        {
+            "run_id": r.run_id,
+            "kind": r.kind,
+            "status": str(r.status),
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
+            "reason": r.reason,
+        }
         for r in context.store.list_runs()
-    ]  # fmt: skip
+    ]
     render(rows, output, title="Runs")
 
 

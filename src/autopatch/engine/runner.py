@@ -227,8 +227,13 @@ class Engine:
             self.store.update_attempt(*key, phase="done", status="failure", finished_at=now(), output_tail=reason)
             return
         if invocation.status in _TRANSIENT_STATUSES:
-            self.store.update_attempt(*key, phase="transient", status=invocation.status, finished_at=now(),
-                                      output_tail=(invocation.error or invocation.output)[-500:])  # fmt: skip
+            self.store.update_attempt(
+                *key,
+                phase="transient",
+                status=invocation.status,
+                finished_at=now(),
+                output_tail=(invocation.error or invocation.output)[-500:],
+            )
             return
         report = None
         try:

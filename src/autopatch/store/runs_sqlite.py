@@ -167,11 +167,22 @@ class RunTables:
             db.executemany(
                 "INSERT INTO run_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (i.run_id, i.instance_id, i.kb, i.position, i.state, i.subtype, i.fixed_build,
-                     i.restart_required, 0, i.reason, stamp)
+                    (
+                        i.run_id,
+                        i.instance_id,
+                        i.kb,
+                        i.position,
+                        i.state,
+                        i.subtype,
+                        i.fixed_build,
+                        i.restart_required,
+                        0,
+                        i.reason,
+                        stamp,
+                    )
                     for i in items
                 ],
-            )  # fmt: skip
+            )
             db.executemany(
                 "INSERT INTO item_transitions VALUES (?, ?, ?, 0, NULL, ?, ?, ?)",
                 [(i.run_id, i.instance_id, i.kb, i.state, stamp, i.reason) for i in items],
@@ -222,8 +233,17 @@ class RunTables:
         return int(number)
 
     def update_attempt(self, run_id: str, instance_id: str, kb: str, attempt: int, **fields: Any) -> None:
-        allowed = {"phase", "command_id", "sent_at", "finished_at", "status", "exit_code", "hresult",
-                   "reboot_required", "output_tail"}  # fmt: skip
+        allowed = {
+            "phase",
+            "command_id",
+            "sent_at",
+            "finished_at",
+            "status",
+            "exit_code",
+            "hresult",
+            "reboot_required",
+            "output_tail",
+        }
         unknown = set(fields) - allowed
         if unknown:
             raise ValueError(f"unknown attempt fields {sorted(unknown)}")
