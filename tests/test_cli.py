@@ -100,3 +100,19 @@ def test_a_bad_setting_names_its_environment_variable(
     monkeypatch.setenv("AUTOPATCH_HTTP_TIMEOUT", "-1")
     code, _, err = run(capsys, tmp_path / "x.db", "catalog", "products")
     assert code == 2 and "AUTOPATCH_HTTP_TIMEOUT" in err
+
+
+def test_assess_prints_the_documented_json_and_rejects_bad_facts(
+    capsys: pytest.CaptureFixture[str], catalog_db: Path
+) -> None:
+    args = ["assess", "--product", "Windows Server 2022", "--build", "10.0.20348.2227", "--month", "2024-02"]
+    code, out, _ = run(capsys, catalog_db, *args, "--format", "json")
+    result = json.loads(out)
+    assert code == 0 and result["product"] == "Windows Server 2022" and result["build"] == "10.0.20348.2227"
+    assert result["summary"] == {"open": 40, "fixed": 0}
+    assert {"cve", "severity", "status", "reason", "fixing_kbs"} <= set(result["cves"][0])
+    for bad, message in (("10.0.20348", "build: '10.0.20348'"), ("x.y", "build: 'x.y'")):
+        code, _, err = run(capsys, catalog_db, "assess", "--product", "Windows Server 2022", "--build", bad)
+        assert code == 2 and message in err
+    code, _, err = run(capsys, catalog_db, *args, "--installed", "KB12x")
+    assert code == 2 and "installed: 'KB12x'" in err

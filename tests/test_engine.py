@@ -7,6 +7,7 @@ from autopatch.domain.polling import PollPolicy
 from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
 from autopatch.engine.report import build_summary, instance_status, run_view
 from autopatch.engine.runner import Engine, RunOptions
+from autopatch.errors import TransientError
 from autopatch.fleet.simulator import FleetSimulator
 from autopatch.scanning import discover_instances
 from autopatch.store.sqlite import SqliteStore
@@ -168,3 +169,30 @@ def test_a_cancelled_run_cancels_kbs_that_had_not_started(lab: tuple[SqliteStore
     view = run_view(store, plan.run.run_id)
     assert view["status"] == "Cancelled"
     assert sum(fleet.install_counts.values()) == 0
+
+
+class FlakyFleet:
+    """The simulator behind an API that throttles the first few status reads."""
+
+    def __init__(self, fleet: FleetSimulator, failures: int) -> None:
+        self.fleet = fleet
+        self.failures = failures
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fleet, name)
+
+    def get_command(self, instance_id: str, command_id: str) -> object:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TransientError("ThrottlingException: Rate exceeded")
+        return self.fleet.get_command(instance_id, command_id)
+
+
+def test_throttled_status_reads_are_retried_not_counted_as_failures(lab: tuple[SqliteStore, FleetSimulator]) -> None:
+    store, fleet = lab
+    plan = planned(store, fleet)
+    flaky = FlakyFleet(fleet, failures=5)
+    assert Engine(store, flaky).execute(plan.run.run_id, options(concurrency=1)) is RunStatus.SUCCEEDED  # type: ignore[arg-type]
+    assert flaky.failures == 0
+    pending = [(i.instance_id, i.kb) for i in plan.items if i.state is KbState.PENDING]
+    assert all(fleet.install_counts[key] == 1 for key in pending)

@@ -260,13 +260,17 @@ class Engine:
         deadline = self.clock() + timeout
         delays = policy.delays()
         while True:
-            invocation = self.fleet.get_command(instance_id, command_id)
-            if invocation.status.is_terminal:
-                return invocation
+            hint: float | None = None
+            try:  # a throttled or briefly failing status read is not the command's failure
+                invocation = self.fleet.get_command(instance_id, command_id)
+                if invocation.status.is_terminal:
+                    return invocation
+                hint = self.fleet.expected_completion(instance_id, command_id)
+            except TransientError as exc:
+                self.on_event(instance_id, "", "poll retry", str(exc)[:100])
             remaining = deadline - self.clock()
             if remaining <= 0:
                 return None
-            hint = self.fleet.expected_completion(instance_id, command_id)
             delay = hint if hint is not None else next(delays, policy.max_delay)
             self.sleep(max(0.0, min(delay, remaining)))
 
@@ -281,9 +285,12 @@ class Engine:
         deadline = self.clock() + options.reboot_timeout
         delays = options.poll.delays()
         while self.clock() < deadline:
-            if self.fleet.is_online(instance_id):
-                return True
-            hint = self.fleet.expected_online(instance_id)
+            try:
+                if self.fleet.is_online(instance_id):
+                    return True
+                hint = self.fleet.expected_online(instance_id)
+            except TransientError:
+                hint = None
             delay = hint if hint else next(delays, options.poll.max_delay)
             self.sleep(max(0.0, min(delay, deadline - self.clock())))
         return self.fleet.is_online(instance_id)
