@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,13 +69,10 @@ def empty_store(tmp_path: Path) -> Iterator[SqliteStore]:
 
 @pytest.fixture
 def lab(catalog_db: Path, tmp_path: Path) -> Iterator[tuple[SqliteStore, FleetSimulator]]:
-    """A copy-free store on the shared catalog plus a fresh 10-server Windows Server 2022 fleet."""
+    """A copy of the session catalog for runs, plus a fresh 10-server Windows Server 2022 fleet."""
+    shutil.copyfile(catalog_db, tmp_path / "runs.db")  # the session store is closed: no WAL left
     store = SqliteStore(tmp_path / "runs.db")
     catalog = SqliteStore(catalog_db)
-    store._db.execute("ATTACH DATABASE ? AS source", (str(catalog_db),))
-    for table in ("documents", "products", "vulnerabilities", "affected", "fixes", "supersedence"):
-        store._db.execute(f"INSERT INTO main.{table} SELECT * FROM source.{table}")
-    store._db.execute("DETACH DATABASE source")
     config = SimulatorConfig(
         servers=10,
         seed=11,
