@@ -61,6 +61,15 @@ def test_dry_run_plans_without_installing_and_a_real_run_is_recorded(
     assert code == 2 and "only Pending or Running runs can be cancelled" in err
 
 
+def test_a_minimum_severity_narrows_the_plan(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "patch", "--all", "--dry-run", "--format", "json")
+    everything = sum(len(row["kbs_in_order"]) for row in json.loads(out))
+    code, out, _ = run(capsys, "patch", "--all", "--dry-run", "--severity", "Critical,Important", "--format", "json")
+    assert code == 0 and sum(len(row["kbs_in_order"]) for row in json.loads(out)) <= everything
+    code, _, err = run(capsys, "patch", "--all", "--dry-run", "--severity", "Urgent")
+    assert code == 2 and "severity: 'Urgent'" in err
+
+
 def test_retry_installs_one_kb_as_a_run_of_its_own(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "patch", "--all", "--dry-run", "--format", "json")
     row = next(row for row in json.loads(out) if row["kbs_in_order"])

@@ -15,7 +15,7 @@ from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
-from autopatch.domain.catalog import SEVERITIES
+from autopatch.domain.exposure import severity_rank
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
@@ -104,9 +104,8 @@ def patch_command(
         raise ValidationError("targets", None, "give exactly one of --all, --instance ID…, --tag K=V")
     ids = [parse_instance_id(value, "instance") for value in instance or []]
     kbs = [parse_kb(value) for value in kb or []]
-    minimum = None
-    if severity:
-        [minimum] = parse_severities([severity]) or [SEVERITIES[-1]]
+    # "Critical,Important" reads as "Important and above": the least severe one named is the floor.
+    minimum = max(parse_severities([severity]), key=severity_rank) if severity else None
     discover_instances(context.fleet, context.store)
     targets = resolve_targets(context.store, ids)
     if tag is not None:
