@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 
 from autopatch.domain.catalog import (
     AffectedProduct,
@@ -27,6 +28,7 @@ from autopatch.domain.catalog import (
 from autopatch.domain.identifiers import is_cve_id, kb_number
 
 
+@lru_cache(maxsize=1024)
 def _float(raw: str | float | None) -> float | None:
     if raw is None or raw == "":
         return None
@@ -76,7 +78,8 @@ class VulnerabilityFacts:
     ) -> None:
         scores = (_float(base), _float(temporal), vector or None)
         for product_id in ids:
-            self.scores.setdefault(product_id, scores)
+            if product_id:
+                self.scores.setdefault(product_id, scores)
 
 
 class DocumentBuilder:
@@ -117,20 +120,20 @@ class DocumentBuilder:
                 )
             )
         affected = dict.fromkeys(pid for pid in facts.known_affected if pid in self._names)
-        for product_id in affected:
-            if (facts.cve, product_id) in self._affected:
+        cve, seen, rows = facts.cve, self._affected, document.affected
+        severity, impact, scores = facts.severity.get, facts.impact.get, facts.scores.get
+        no_scores = (None, None, None)
+        for product_id in affected:  # hundreds of thousands of rows per import: keep this loop lean
+            if (cve, product_id) in seen:
                 continue
-            self._affected.add((facts.cve, product_id))
-            base, temporal, vector = facts.scores.get(product_id, (None, None, None))
-            document.affected.append(
+            seen.add((cve, product_id))
+            rows.append(
                 AffectedProduct(
-                    cve=facts.cve,
-                    product_id=product_id,
-                    severity=normalise_severity(facts.severity.get(product_id)),
-                    impact=facts.impact.get(product_id),
-                    cvss_base=base,
-                    cvss_temporal=temporal,
-                    cvss_vector=vector,
+                    cve,
+                    product_id,
+                    normalise_severity(severity(product_id)),
+                    impact(product_id),
+                    *scores(product_id, no_scores),
                 )
             )
         self._add_fixes(facts, affected)

@@ -128,7 +128,7 @@ _HISTORY = f"{VULN}RevisionHistory"
 _FIELD_NAMES = {
     f"{VULN}{name}": name for name in ("Description", "URL", "Supercedence", "RestartRequired", "SubType", "FixedBuild")
 }
-_SCORE_NAMES = {f"{VULN}{name}": name for name in ("BaseScore", "TemporalScore", "Vector")}
+_BASE_SCORE, _TEMPORAL_SCORE, _VECTOR = (f"{VULN}{name}" for name in ("BaseScore", "TemporalScore", "Vector"))
 
 
 def _product_ids(element: etree._Element) -> list[str]:
@@ -185,15 +185,20 @@ def _read_threats(threats: etree._Element, facts: VulnerabilityFacts) -> None:
 
 def _read_scores(score_sets: etree._Element, facts: VulnerabilityFacts) -> None:
     for score_set in score_sets:
-        values: dict[str, str | None] = {}
+        base = temporal = vector = None
         product_ids: list[str] = []
         for part in score_set:
-            if part.tag == _PRODUCT_ID:
+            tag = part.tag
+            if tag == _PRODUCT_ID:
                 if part.text:
                     product_ids.append(part.text)
-            elif (name := _SCORE_NAMES.get(part.tag)) is not None:
-                values[name] = part.text
-        facts.add_scores(values.get("BaseScore"), values.get("TemporalScore"), values.get("Vector"), product_ids)
+            elif tag == _BASE_SCORE:
+                base = part.text
+            elif tag == _TEMPORAL_SCORE:
+                temporal = part.text
+            elif tag == _VECTOR:
+                vector = part.text
+        facts.add_scores(base, temporal, vector, product_ids)
 
 
 def _remediations(remediations: etree._Element) -> Iterator[RemediationFacts]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import date
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from autopatch.domain.identifiers import kb_number
@@ -36,6 +37,7 @@ def collapse_spaces(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+@lru_cache(maxsize=4096)
 def normalise_subtype(raw: str | None) -> str | None:
     """One spelling per remediation kind: hotpatch alone has three in the real files."""
     if raw is None or not raw.strip():
@@ -44,6 +46,7 @@ def normalise_subtype(raw: str | None) -> str | None:
     return _SUBTYPE_ALIASES.get(key, collapse_spaces(raw))
 
 
+@lru_cache(maxsize=4096)
 def normalise_severity(raw: str | None) -> str | None:
     """Severity is sometimes absent, empty or the literal string "None" (ADV230001 in 2023-Jul)."""
     if raw is None:
@@ -52,6 +55,7 @@ def normalise_severity(raw: str | None) -> str | None:
     return text if text in SEVERITIES else None
 
 
+@lru_cache(maxsize=4096)
 def normalise_restart(raw: str | None) -> str | None:
     """Yes / No / Maybe, or None when Microsoft did not say."""
     if raw is None:
@@ -60,6 +64,7 @@ def normalise_restart(raw: str | None) -> str | None:
     return text if text in RESTART_VALUES else None
 
 
+@lru_cache(maxsize=4096)
 def parse_supersedes(raw: str | None) -> tuple[int, ...]:
     """Supercedence is absent, one KB, or a list ("5018543, 5021086"); old rows name bulletins (MS15-131)."""
     if not raw:
@@ -68,6 +73,7 @@ def parse_supersedes(raw: str | None) -> tuple[int, ...]:
     return tuple(dict.fromkeys(number for number in numbers if number is not None))
 
 
+@lru_cache(maxsize=4096)
 def parse_exploit_status(raw: str | None) -> tuple[bool | None, bool | None]:
     """(exploited, publicly_disclosed) from "Publicly Disclosed:Yes;Exploited:No;…"."""
     if not raw:

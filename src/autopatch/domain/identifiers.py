@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from autopatch.errors import ValidationError
 
@@ -29,6 +30,7 @@ def parse_kb(value: str, field: str = "kb") -> str:
     return f"KB{match.group(1)}"
 
 
+@lru_cache(maxsize=16384)
 def kb_number(value: str) -> int | None:
     """The numeric part of a KB-shaped string, or None: MSRC fields mix KBs with package names."""
     match = _KB.fullmatch(value.strip())
