@@ -196,3 +196,18 @@ def test_throttled_status_reads_are_retried_not_counted_as_failures(lab: tuple[S
     assert flaky.failures == 0
     pending = [(i.instance_id, i.kb) for i in plan.items if i.state is KbState.PENDING]
     assert all(fleet.install_counts[key] == 1 for key in pending)
+
+
+def test_reboot_policy_always_at_end_reboots_once_and_verifies_every_kb(
+    lab: tuple[SqliteStore, FleetSimulator],
+) -> None:
+    store, fleet = lab
+    plan = planned(store, fleet)
+    status = Engine(store, fleet).execute(plan.run.run_id, options(reboot=RebootPolicy.ALWAYS_AT_END))
+    assert status is RunStatus.SUCCEEDED
+    servers = {s.instance_id: s for s in store.run_servers(plan.run.run_id)}
+    final = states(store, plan.run.run_id)
+    for instance_id in behind(plan):
+        assert servers[instance_id].reboots == 1
+        assert all(final[(instance_id, i.kb)] is KbState.SUCCESS for i in plan.pending(instance_id))
+        assert not fleet.server(instance_id).pending_reboot

@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from autopatch.catalog.queries import document_month, resolve_products
+from autopatch.domain.catalog import collapse_spaces
 from autopatch.domain.exposure import (
     CatalogCve,
     CatalogKb,
@@ -38,7 +39,8 @@ def _month_sort(document_id: str) -> tuple[int, int]:
 
 def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
     """Every CVE, KB and supersedence edge of one product (exact MSRC name), newest data winning."""
-    products = [p for p in resolve_products(store, product) if p.name.casefold() == product.strip().casefold()]
+    wanted = collapse_spaces(product).casefold()
+    products = [p for p in resolve_products(store, product) if p.name.casefold() == wanted]
     if not products:
         raise NotFoundError(f"product: {product!r} is not in the catalog")
     product_ids = [p.product_id for p in products]

@@ -49,8 +49,11 @@ def new_run_id(kind: str) -> str:
 
 
 def _relevant_kbs(catalog: ProductCatalog, min_severity: str | None) -> set[int]:
-    limit = severity_rank(min_severity) if min_severity else len(catalog.cves) + 99
-    return {kb for cve in catalog.cves if severity_rank(cve.severity) <= limit for kb in cve.kbs}
+    """KBs fixing the product's CVEs at or above ``min_severity`` (all of them when None)."""
+    cves = catalog.cves
+    if min_severity is not None:
+        cves = tuple(cve for cve in cves if severity_rank(cve.severity) <= severity_rank(min_severity))
+    return {kb for cve in cves for kb in cve.kbs}
 
 
 def plan_run(

@@ -80,8 +80,9 @@ class Engine:
             return run.status
         options = options or RunOptions.from_dict(run.options)
         self.store.set_run_status(run_id, RunStatus.RUNNING)
-        servers = [s for s in self.store.run_servers(run_id) if s.status in ("Pending", "Running")]
-        failed = sum(1 for s in self.store.run_servers(run_id) if s.status == "Failed")
+        all_servers = self.store.run_servers(run_id)
+        servers = [s for s in all_servers if s.status in ("Pending", "Running")]
+        failed = sum(1 for s in all_servers if s.status == "Failed")
         state = _RunState(failed=failed, max_errors=options.max_errors)
         # Servers already started before a crash go first: they hold in-flight commands.
         servers.sort(key=lambda s: s.status != "Running")
@@ -317,19 +318,19 @@ class Engine:
         return ok
 
     def _reboot_at_end(self, run_id: str, instance_id: str, options: RunOptions) -> bool:
+        latest = {attempt.kb: attempt for attempt in self.store.attempts(run_id, instance_id)}  # ordered by attempt
         waiting = [
             item
             for item in self.store.run_items(run_id, instance_id)
             if item.state is KbState.IN_PROGRESS
-            and (attempts := self.store.attempts(run_id, instance_id, item.kb))
-            and attempts[-1].phase in ("awaiting-reboot", "rebooting")
+            and item.kb in latest
+            and latest[item.kb].phase in ("awaiting-reboot", "rebooting")
         ]
         if not waiting:
             return False
-        if all(self.store.attempts(run_id, instance_id, i.kb)[-1].phase == "awaiting-reboot" for i in waiting):
+        if all(latest[item.kb].phase == "awaiting-reboot" for item in waiting):  # not rebooted before a crash
             for item in waiting:
-                attempt = self.store.attempts(run_id, instance_id, item.kb)[-1]
-                self.store.update_attempt(run_id, instance_id, item.kb, attempt.attempt, phase="rebooting")
+                self.store.update_attempt(run_id, instance_id, item.kb, latest[item.kb].attempt, phase="rebooting")
             self._reboot(run_id, instance_id)
         return not self._verify(run_id, waiting, options)
 
