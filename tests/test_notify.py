@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
 import io
 import json
 import socket
+import socketserver
 import threading
+import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import boto3
 import pytest
 from aiosmtpd import smtp as aiosmtp
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
+from botocore.exceptions import ClientError
 from moto import mock_aws
 
 from autopatch.domain.summary import KbOutcome, RunSummary, ServerSummary
@@ -43,6 +48,10 @@ from autopatch.notify.sns import SUBJECT_LIMIT
 HOSTILE_NAME = "<script>alert('x')</script>"
 TOPIC_NAME = "autopatch"
 REGION = "eu-west-1"
+# A password as users paste them: every character that splits a URL's authority. None of its
+# four-character windows occurs in AutoPatch's own messages, so finding one in a text is a leak.
+RAW_PASSWORD = "Zq/9?Kx#7@Wv:3"
+WEBHOOK_SECRETS = ("/hooks/", "T000", "secret-token", "qs-secret-123")
 
 
 def make_summary(run_id: str = "r-20240213-1") -> RunSummary:
@@ -76,6 +85,21 @@ def make_summary(run_id: str = "r-20240213-1") -> RunSummary:
             ),
         ),
     )
+
+
+def leaks(secret: str, text: str) -> bool:
+    """Whether ``text`` holds the secret, or any four consecutive characters of it, typed or decoded."""
+    return any(form[i : i + 4] in text for form in {secret, unquote(secret)} for i in range(max(len(form) - 3, 1)))
+
+
+def everything_printed_for(error: BaseException) -> str:
+    """What a traceback or ``logger.exception`` prints of the error: its line and every chained one's."""
+    printed: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        printed.extend(traceback.format_exception_only(current))
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "".join(printed)
 
 
 def closed_port() -> int:
@@ -165,6 +189,8 @@ class MailSink:
 
     envelopes: list[Envelope] = field(default_factory=list)
     logins: list[tuple[bytes, bytes]] = field(default_factory=list)
+    password: bytes = b"s3cret"
+    quote_rejected_credentials: bool = False  # like a chatty relay: "535 rejected user/password"
 
     async def handle_DATA(self, server: aiosmtp.SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
         self.envelopes.append(envelope)
@@ -175,7 +201,13 @@ class MailSink:
     ) -> AuthResult:
         assert isinstance(auth_data, LoginPassword)
         self.logins.append((auth_data.login, auth_data.password))
-        return AuthResult(success=auth_data.password == b"s3cret")
+        if auth_data.password == self.password:
+            return AuthResult(success=True)
+        if not self.quote_rejected_credentials:
+            return AuthResult(success=False)
+        login, password = auth_data.login.decode(), auth_data.password.decode()
+        plain = base64.b64encode(b"\0" + auth_data.login + b"\0" + auth_data.password).decode()
+        return AuthResult(success=False, handled=False, message=f"535 5.7.8 {mechanism} {plain} {login}/{password}")
 
 
 @dataclass
@@ -277,6 +309,7 @@ class HookServer:
     status: int = 204
     posts: list[tuple[str, Any]] = field(default_factory=list)
     url: str = ""
+    echo_url: bool = False  # answer errors with the request URL, as many servers do
 
 
 @pytest.fixture
@@ -289,6 +322,11 @@ def hook_server() -> Iterator[HookServer]:
             state.posts.append((self.path, json.loads(self.rfile.read(length))))
             self.send_response(state.status)
             body = b"boom" if state.status >= 400 else b""
+            if state.status >= 400 and state.echo_url:
+                target = urlsplit(self.path)
+                url = f"http://{self.headers['Host']}{self.path}"
+                echo = {"error": f"no route for POST {url}", "path": target.path, "query": unquote(target.query)}
+                body = json.dumps(echo).replace("/", "\\/").encode()  # PHP-style escaped slashes
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
@@ -523,3 +561,206 @@ def test_factory_errors_never_show_an_smtp_password_or_a_webhook_token() -> None
     with pytest.raises(ValidationError) as webhook_error:
         notifiers_from_settings("slack+ftp://hooks.slack.com/services/T0/B0/xyz-token")
     assert "xyz-token" not in str(webhook_error.value)
+
+
+# --- secrets: SMTP passwords and webhook tokens never reach a message, name, repr or traceback --------
+
+
+SMTP_QUERY = "from=autopatch@example.com&to=ops@example.com,sec@example.com"
+
+
+@pytest.mark.parametrize(
+    ("typed_user", "typed_password", "user", "password"),
+    [
+        ("patcher", "pa/ss", "patcher", "pa/ss"),
+        ("patcher", "pa?ss", "patcher", "pa?ss"),
+        ("patcher", "pa#ss", "patcher", "pa#ss"),
+        ("patcher", "p@ss", "patcher", "p@ss"),
+        ("patcher", "p:ss", "patcher", "p:ss"),
+        ("patcher", RAW_PASSWORD, "patcher", RAW_PASSWORD),
+        ("patcher", "x@h?from=a@b.example&to=c@d.example", "patcher", "x@h?from=a@b.example&to=c@d.example"),
+        ("patch@corp", "pa/ss#1", "patch@corp", "pa/ss#1"),
+        ("patch%40corp", "p%40ss#1", "patch@corp", "p@ss#1"),
+        ("patch%40corp", quote(RAW_PASSWORD, safe=""), "patch@corp", RAW_PASSWORD),
+    ],
+)
+def test_factory_reads_a_raw_or_percent_encoded_smtp_password_and_logs_in_with_it(
+    smtp_server: SmtpServerFixture, typed_user: str, typed_password: str, user: str, password: str
+) -> None:
+    entry = f"smtp://{typed_user}:{typed_password}@127.0.0.1:{smtp_server.port}/?{SMTP_QUERY}"
+    (notifier,) = notifiers_from_settings(entry)
+    assert isinstance(notifier, SmtpNotifier)
+    assert (notifier.host, notifier.port, notifier.username) == ("127.0.0.1", smtp_server.port, user)
+    assert (notifier.sender, notifier.recipients) == ("autopatch@example.com", ["ops@example.com", "sec@example.com"])
+
+    smtp_server.sink.password = password.encode()
+    notifier.send(make_summary())
+
+    assert smtp_server.sink.logins == [(user.encode(), password.encode())]
+    assert len(smtp_server.sink.envelopes) == 1
+    for shown in (notifier.name, repr(notifier), str(notifier)):
+        assert not leaks(password, shown)
+
+
+def test_factory_finds_the_host_after_a_raw_password_with_ipv6_and_default_ports() -> None:
+    with_tls, plain = notifiers_from_settings(
+        f"smtp://patcher:{RAW_PASSWORD}@[::1]?{SMTP_QUERY}&starttls=1,smtp://patcher:{RAW_PASSWORD}@Mail.Example/?{SMTP_QUERY}"
+    )
+    assert isinstance(with_tls, SmtpNotifier) and isinstance(plain, SmtpNotifier)
+    assert (with_tls.host, with_tls.port, with_tls.name) == ("::1", 587, "smtp://[::1]:587")
+    assert (plain.host, plain.port, plain.recipients) == ("mail.example", 25, ["ops@example.com", "sec@example.com"])
+
+
+@pytest.mark.parametrize("password", [RAW_PASSWORD, "Jf@k2?Qm/Lz#8:", quote(RAW_PASSWORD, safe="")])
+@pytest.mark.parametrize(
+    ("defect", "rule"),
+    [
+        ("@mail.example:99999/?from=a@example.com&to=b@example.com", "not a valid smtp"),
+        ("@mail.example:x25/?from=a@example.com&to=b@example.com", "not a valid smtp"),
+        ("@mail.example/?from=a@example.com&to=b@example.com&startls=1", "unknown smtp parameter"),
+        ("@mail.example/?from=a@example.com", "needs to="),
+        ("@mail.example/?to=b@example.com", "exactly one from"),
+        ("@mail.example/?from=a@example.com&to=nobody", "recipients must be"),
+        ("@mail.example/?from=a@example.com&to=b@example.com&starttls=maybe", "starttls must be"),
+    ],
+)
+def test_factory_error_for_an_invalid_smtp_entry_never_shows_its_password(
+    password: str, defect: str, rule: str
+) -> None:
+    with pytest.raises(ValidationError) as caught:
+        notifiers_from_settings(f"smtp://patcher:{password}{defect}")
+    assert not leaks(password, everything_printed_for(caught.value))
+    assert caught.value.field == "AUTOPATCH_NOTIFY"
+    assert rule in caught.value.rule
+    assert isinstance(caught.value.value, str) and len(caught.value.value) <= 80
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        f"smtp://patcher:{RAW_PASSWORD}@mail.example",  # no query at all
+        f"smtp://patcher:{RAW_PASSWORD}@mail.example:25/",
+        "smtp://patcher:Ab@c?d9Kx@mail.example",  # the password itself looks like "@host?query"
+    ],
+)
+def test_factory_error_for_an_unparsable_smtp_entry_masks_the_whole_credential_part(entry: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        notifiers_from_settings(entry)
+    password = entry.removeprefix("smtp://patcher:").rpartition("@")[0]
+    assert not leaks(password, everything_printed_for(caught.value))
+    assert caught.value.field == "AUTOPATCH_NOTIFY"
+    assert "smtp://[user[:password]@]host[:port]/?from=" in caught.value.rule
+    assert isinstance(caught.value.value, str) and caught.value.value.startswith("smtp://***@mail.example")
+
+
+def test_factory_error_for_an_unknown_entry_shows_only_its_scheme() -> None:
+    # A Slack URL pasted without "slack+", or "smtps://": the path is a token, the userinfo a password.
+    for entry, shown in [
+        ("https://hooks.slack.com/services/T0AAAA/B0BBBB/xoxb-secret-token", "https://…"),
+        (f"smtps://patcher:{RAW_PASSWORD}@mail.example/?{SMTP_QUERY}", "smtps://…"),
+    ]:
+        with pytest.raises(ValidationError, match="unknown notifier") as caught:
+            notifiers_from_settings(entry)
+        assert caught.value.value == shown
+
+
+def test_smtp_login_failure_never_repeats_the_password_even_when_the_relay_quotes_it(
+    smtp_server: SmtpServerFixture,
+) -> None:
+    smtp_server.sink.quote_rejected_credentials = True
+    notifier = SmtpNotifier(
+        "127.0.0.1", smtp_server.port, "a@example.com", ["b@example.com"], username="patcher", password=RAW_PASSWORD
+    )
+    with pytest.raises(NotificationError, match="SMTPAuthenticationError: 535 ") as caught:
+        notifier.send(make_summary())
+    printed = everything_printed_for(caught.value)
+    assert not leaks(RAW_PASSWORD, printed)
+    assert base64.b64encode(b"\0patcher\0" + RAW_PASSWORD.encode()).decode() not in printed
+    assert len(str(caught.value).split("SMTPAuthenticationError: ", 1)[1]) <= 80
+
+
+def test_smtp_entry_with_a_raw_password_reports_an_unreachable_server_without_the_password() -> None:
+    (notifier,) = notifiers_from_settings(
+        f"smtp://patcher:{RAW_PASSWORD}@127.0.0.1:{closed_port()}/?{SMTP_QUERY}&timeout=2"
+    )
+    with pytest.raises(NotificationError, match="cannot send the summary e-mail: ConnectionRefusedError") as caught:
+        notifier.send(make_summary())
+    assert not leaks(RAW_PASSWORD, everything_printed_for(caught.value))
+
+
+@pytest.mark.parametrize("status", [400, 500])
+def test_webhook_error_names_the_status_but_not_the_token_that_the_server_echoes(
+    hook_server: HookServer, status: int
+) -> None:
+    hook_server.status = status
+    hook_server.echo_url = True
+    with pytest.raises(NotificationError, match=f"answered HTTP {status}: ") as caught:
+        WebhookNotifier(hook_server.url + "?sig=qs-secret-123&v=1").send(make_summary())
+    printed = everything_printed_for(caught.value)
+    for secret in WEBHOOK_SECRETS:
+        assert secret not in printed
+    assert len(str(caught.value).split(f"HTTP {status}: ", 1)[1]) <= 80
+
+
+@pytest.fixture
+def echo_port() -> Iterator[int]:
+    """A TCP server that is no HTTP server: it sends back the bytes it receives, request line included."""
+
+    class Echo(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            self.request.sendall(self.request.recv(65536))
+
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_webhook_request_failure_never_shows_the_token_even_when_the_far_end_echoes_the_request(
+    echo_port: int,
+) -> None:
+    notifier = WebhookNotifier(f"http://127.0.0.1:{echo_port}/hooks/T000/secret-token?sig=qs-secret-123", timeout=5)
+    with pytest.raises(NotificationError, match="request failed: RemoteProtocolError") as caught:
+        notifier.send(make_summary())
+    printed = everything_printed_for(caught.value)  # httpx's own text quotes the status line it got back
+    for secret in WEBHOOK_SECRETS:
+        assert secret not in printed
+
+
+def test_notifier_names_and_reprs_show_the_kind_and_host_but_no_secret() -> None:
+    smtp, webhook, slack = notifiers_from_settings(
+        f"smtp://patcher:{RAW_PASSWORD}@mail.example:2525/?{SMTP_QUERY},"
+        "webhook+https://hooks.example/hooks/T000/secret-token?sig=qs-secret-123,"
+        "slack+https://hooks.slack.com/services/T0AAAA/B0BBBB/xoxb-secret-token"
+    )
+    sns = SnsNotifier(f"arn:aws:sns:{REGION}:123456789012:{TOPIC_NAME}", sns_client=EchoingSnsClient())
+    expected = {
+        smtp: "SmtpNotifier('smtp://mail.example:2525')",
+        webhook: "WebhookNotifier('webhook+https://hooks.example/…')",
+        slack: "WebhookNotifier('slack+https://hooks.slack.com/…')",
+        sns: f"SnsNotifier('sns:arn:aws:sns:{REGION}:123456789012:{TOPIC_NAME}')",
+    }
+    for notifier, shown in expected.items():
+        assert repr(notifier) == str(notifier) == shown
+        for text in (notifier.name, repr(notifier)):
+            assert not leaks(RAW_PASSWORD, text)
+            assert not any(secret in text for secret in (*WEBHOOK_SECRETS, "T0AAAA", "xoxb-secret-token"))
+
+
+class EchoingSnsClient:
+    """Stands in for boto3: rejects the publish with an error quoting the whole message, as AWS may."""
+
+    def publish(self, *, TopicArn: str, Message: str, Subject: str) -> dict[str, Any]:  # noqa: N803
+        error = {"Error": {"Code": "InvalidParameter", "Message": f"Invalid parameter: Message={Message}"}}
+        raise ClientError(error, "Publish")  # type: ignore[arg-type]
+
+
+def test_sns_error_repeats_the_aws_code_and_at_most_80_characters_of_its_message() -> None:
+    notifier = SnsNotifier(f"arn:aws:sns:{REGION}:123456789012:{TOPIC_NAME}", sns_client=EchoingSnsClient())
+    with pytest.raises(NotificationError) as caught:
+        notifier.send(make_summary())
+    prefix = f"{notifier.name}: publish failed: InvalidParameter: "
+    assert str(caught.value).startswith(prefix + "Invalid parameter: Message=Run r-20240213-1")
+    assert len(str(caught.value)) - len(prefix) <= 80

@@ -7,11 +7,18 @@ translate their vendor errors (``smtplib``, ``httpx``, ``botocore``) into ``Noti
 ``notify_all`` is the only caller the engine needs: the original system ignored notification
 failures silently; we keep "a notification never fails the run" but return what happened, so the
 run record says which channel failed and why.
+
+That record (``autopatch run show``), the logs and the CLI's messages must never carry a secret: an
+SMTP password or an incoming-webhook URL (its path and query are the bearer token). A notifier's
+``name`` and ``repr`` show only the kind, host and port, and every piece of outside text an error
+repeats (a server's reply, a response body, a vendor exception's message) goes through ``echo``:
+the notifier's secrets replaced by ``***``, one printable line, at most ``ECHO_LIMIT`` characters.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,6 +27,13 @@ from autopatch.domain.summary import RunSummary
 from autopatch.errors import ExecutionError
 
 logger = logging.getLogger(__name__)
+
+ECHO_LIMIT = 80
+"""The most characters of outside text (a reply, a body, a setting's value) an error message repeats."""
+MIN_SECRET_LENGTH = 4
+"""Shorter pieces are not replaced inside a text (``"ab"`` would mangle every word); see ``redact``."""
+REDACTED = "***"
+WITHHELD = "(withheld: it may contain a secret)"
 
 
 class NotificationError(ExecutionError):
@@ -35,7 +49,7 @@ class Notifier(Protocol):
         ...
 
     def send(self, summary: RunSummary) -> None:
-        """Deliver the summary once, or raise ``NotificationError`` saying why it failed."""
+        """Deliver the summary once, or raise ``NotificationError`` saying why it failed (no secret in it)."""
         ...
 
 
@@ -66,3 +80,45 @@ def notify_all(notifiers: Iterable[Notifier], summary: RunSummary) -> list[Deliv
         else:
             results.append(DeliveryResult(notifier=notifier.name, ok=True))
     return results
+
+
+def one_line(text: str) -> str:
+    """``text`` as one printable line: control characters and runs of white space become one space.
+
+    A response body is shown by ``autopatch run show`` in a terminal, where an escape sequence or a
+    forged second line would mislead the operator.
+    """
+    return " ".join("".join(char if char.isprintable() else " " for char in text).split())
+
+
+def clip(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``one_line(text)`` cut to at most ``limit`` characters, the cut marked with "…"."""
+    line = one_line(text)
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every occurrence of every secret (any letter case) replaced by ``***``.
+
+    Secrets of ``MIN_SECRET_LENGTH`` characters or more are replaced, longest first so that a URL
+    goes before its path and the path before its segments. A shorter secret cannot be cut out of a
+    text without mangling it, so a text that still contains one is withheld as a whole.
+    """
+    wanted = {secret for secret in secrets if secret}
+    long = sorted((secret for secret in wanted if len(secret) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+    if long:
+        text = re.compile("|".join(re.escape(secret) for secret in long), re.IGNORECASE).sub(REDACTED, text)
+    folded = text.casefold()
+    if any(secret.casefold() in folded for secret in wanted):
+        return WITHHELD  # a short secret, or one that the replacements themselves put together again
+    return text
+
+
+def echo(text: str, secrets: Iterable[str] = ()) -> str:
+    """Outside text made fit for an error message: secrets redacted, one line, at most ``ECHO_LIMIT``.
+
+    The text is made one line before redacting (a secret that a server wrapped over two lines is
+    whole again) and cut after (a cut must not leave the head of a secret behind).
+    """
+    wanted = [secret for secret in secrets if secret]
+    return clip(redact(one_line(text), [*wanted, *map(one_line, wanted)]))

@@ -3,6 +3,9 @@
 The boto3 client is injected (moto or a stub in tests) or created on the first ``send``, never at
 import, so importing AutoPatch needs neither boto3 nor AWS credentials. Publishing must happen in
 the topic's own region, so when no region is given it is taken from the topic ARN.
+
+A topic ARN is not a secret, but AWS error messages may quote the request's parameters (a 256 KiB
+message among them), so an error repeats AWS's code and at most ``ECHO_LIMIT`` characters of its text.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any, Protocol
 
 from autopatch.domain.summary import RunSummary
 from autopatch.errors import ValidationError
-from autopatch.notify.base import NotificationError
+from autopatch.notify.base import NotificationError, clip, echo
 from autopatch.notify.render import render_text, subject
 
 # Standard topics only: FIFO topics need a message group id and cannot deliver to e-mail anyway.
@@ -55,7 +58,9 @@ class SnsNotifier:
         match = _TOPIC_ARN.fullmatch(topic_arn)
         if match is None:
             raise ValidationError(
-                "topic_arn", topic_arn, "must be a standard SNS topic ARN like arn:aws:sns:eu-west-1:123456789012:name"
+                "topic_arn",
+                clip(topic_arn),
+                "must be a standard SNS topic ARN like arn:aws:sns:eu-west-1:123456789012:name",
             )
         self.topic_arn = topic_arn
         self.region = region or match["region"]
@@ -64,6 +69,9 @@ class SnsNotifier:
     @property
     def name(self) -> str:
         return f"sns:{self.topic_arn}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
 
     def _sns(self) -> SnsClient:
         if self._client is None:
@@ -76,6 +84,11 @@ class SnsNotifier:
         exceptions = importlib.import_module("botocore.exceptions")
         try:
             self._sns().publish(TopicArn=self.topic_arn, Subject=sns_subject(summary), Message=sns_message(summary))
-        except (exceptions.ClientError, exceptions.BotoCoreError) as exc:
-            # ClientError: AccessDenied, NotFound...; BotoCoreError: no credentials, endpoint unreachable.
-            raise NotificationError(f"{self.name}: publish failed: {exc}") from exc
+        except exceptions.ClientError as exc:  # AccessDenied, NotFound, InvalidParameter...
+            error = exc.response.get("Error", {})
+            code = echo(str(error.get("Code") or "ClientError"))
+            raise NotificationError(
+                f"{self.name}: publish failed: {code}: {echo(str(error.get('Message', '')))}"
+            ) from exc
+        except exceptions.BotoCoreError as exc:  # no credentials, endpoint unreachable...
+            raise NotificationError(f"{self.name}: publish failed: {type(exc).__name__}: {echo(str(exc))}") from exc
