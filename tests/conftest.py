@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -33,8 +36,37 @@ CATALOG_MONTHS = (
 )
 
 
+# The history exposure tests need: Windows Server 2016's first cumulative updates through February
+# 2019 (the chains, their holes, 2017-May-B and 2018-FEB), the months that fixed Zerologon,
+# PrintNightmare and MSHTML, and the months where MSRC lists a fix on another build branch.
+HISTORY_MONTHS = (
+    *(f"{year}-{month}" for year, month in (("2016", "Oct"), ("2016", "Nov"), ("2016", "Dec"))),
+    *(f"2017-{month}" for month in ("Jan", "Feb", "Mar", "Apr", "May", "May-B", "Jun", "Jul", "Aug", "Sep")),
+    *(f"2017-{month}" for month in ("Oct", "Nov", "Dec")),
+    *(f"2018-{month}" for month in ("Jan", "FEB", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct")),
+    *(f"{year}-{month}" for year, month in (("2018", "Nov"), ("2018", "Dec"), ("2019", "Jan"), ("2019", "Feb"))),
+    "2020-Aug",
+    "2021-Jul",
+    "2021-Sep",
+    "2024-Oct",
+    "2025-Jun",
+    "2025-Jul",
+)
+
+
 def xml_path(month: str) -> Path:
     return CVRF_XML / f"{month}.xml.gz"
+
+
+@contextmanager
+def _shared_lock(path: Path) -> Iterator[None]:
+    """One builder at a time across pytest-xdist workers (they share the base temp folder)."""
+    with path.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -51,6 +83,30 @@ def catalog_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import_paths(store, [xml_path(month) for month in CATALOG_MONTHS], workers=1)
     store.close()
     return path
+
+
+@pytest.fixture(scope="session")
+def history_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The history catalog, built once for all xdist workers (about 40 documents)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's own folder either way
+    path = shared / "history.db"
+    with _shared_lock(shared / "history.lock"):
+        if not path.exists():
+            building = shared / "history.building.db"
+            building.unlink(missing_ok=True)
+            store = SqliteStore(building)
+            import_paths(store, [xml_path(month) for month in HISTORY_MONTHS], workers=2)
+            store.close()
+            building.rename(path)
+    return path
+
+
+@pytest.fixture
+def history(history_db: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(history_db)
+    yield store
+    store.close()
 
 
 @pytest.fixture

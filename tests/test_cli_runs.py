@@ -58,7 +58,7 @@ def test_dry_run_plans_without_installing_and_a_real_run_is_recorded(
     status = json.loads(out)
     assert status["completed"] == status["total"] and status["percentage"] == 100.0
     code, _, err = run(capsys, "cancel", listed["run_id"])
-    assert code == 2 and "only Pending or Running runs can be cancelled" in err
+    assert code == 2 and "only unfinished runs can be cancelled" in err
 
 
 def test_a_minimum_severity_narrows_the_plan(env: Path, capsys: pytest.CaptureFixture[str]) -> None:

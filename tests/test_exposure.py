@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 
 from autopatch.assessment import assess_facts, kb_statuses, load_product_catalog, server_facts
-from autopatch.domain.exposure import assess, closure, summarise
+from autopatch.domain.exposure import assess, summarise
 from autopatch.domain.identifiers import parse_month
+from autopatch.domain.product_catalog import closure
 from autopatch.errors import NotFoundError, ValidationError
 from autopatch.store.sqlite import SqliteStore
 
@@ -25,7 +26,9 @@ def test_server_2022_at_the_january_2024_build_is_fixed_for_january(catalog: Sql
 
 def test_server_2022_at_the_january_2024_build_is_open_for_february(catalog: SqliteStore) -> None:
     result = assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, month=parse_month("2024-02"))
-    assert result["summary"] == {"open": 40, "fixed": 0}
+    assert (result["summary"]["open"], result["summary"]["fixed"]) == (40, 0)
+    # Typed-in facts say nothing about what Windows Update offers.
+    assert result["summary"]["open_fix_unknown"] == 40 and {cve["offered"] for cve in result["cves"]} == {None}
     # Feb's KB5034770 is superseded by March's KB5035857 (the newest in this catalog): install that one.
     assert {tuple(cve["fixing_kbs"]) for cve in result["cves"]} == {("KB5035857",)}
 
@@ -76,8 +79,10 @@ def test_supersedence_closure_is_transitive_and_survives_cycles() -> None:
 
 
 def test_bad_typed_facts_are_input_errors(catalog: SqliteStore) -> None:
-    with pytest.raises(ValidationError, match=r"build: '10\.0\.20348'"):
-        assess_facts(catalog, "Windows Server 2022", "10.0.20348")
+    with pytest.raises(ValidationError, match=r"build: '10\.0'"):
+        assess_facts(catalog, "Windows Server 2022", "10.0")
+    with pytest.raises(ValidationError, match=r"build: '10\.0\.２０３４８'"):  # full-width digits are not digits here
+        assess_facts(catalog, "Windows Server 2022", "10.0.２０３４８")
     with pytest.raises(ValidationError, match="installed: 'KB12x'"):
         assess_facts(catalog, "Windows Server 2022", JANUARY_2024_BUILD, installed=["KB12x"])
     with pytest.raises(NotFoundError, match="Windows Server 2099"):
@@ -93,6 +98,8 @@ def test_bad_typed_facts_are_input_errors(catalog: SqliteStore) -> None:
         ("Windows Server 2025", "10.0.26100.2033", [], []),
         ("Windows Server 2016", "10.0.14393.6614", ["KB5034767"], []),
         ("Windows Server 2019", "10.0.17763.1", [], []),
+        ("Windows Server 2022", "10.0.20348.2113", [], ["KB5035857"]),  # the newest update is offered
+        ("Windows Server 2025", "10.0.26100.2314", ["KB5046617"], ["KB5065426"]),
     ],
 )
 def test_the_fast_fleet_summary_agrees_with_the_per_cve_decisions(
@@ -109,10 +116,12 @@ def test_the_fast_fleet_summary_agrees_with_the_per_cve_decisions(
         assert summary.fixed_total == len(chosen) - len(open_cves)
         assert dict(summary.open_by_severity) == dict(Counter(d.severity for d in open_cves))
         assert {f"KB{kb}" for kb in summary.closing} == {kb for d in open_cves for kb in d.fixing_kbs}
+        fixes = Counter(d.fix for d in open_cves)
+        assert {kind: count for kind, count in summary.open_by_fix.items() if count} == dict(fixes)
 
 
 def test_build_less_cumulative_updates_take_the_build_of_the_next_known_one() -> None:
-    from autopatch.domain.exposure import CatalogKb, infer_cumulative_builds
+    from autopatch.domain.product_catalog import CatalogKb, infer_cumulative_builds
 
     kbs = {
         3200970: CatalogKb(3200970, None, None, "Yes", month=(2016, 11)),  # no SubType, no FixedBuild

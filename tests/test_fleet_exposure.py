@@ -20,7 +20,9 @@ def test_each_scanned_server_gets_its_open_cves_and_closing_kbs(lab: tuple[Sqlit
     outcome = scan_instances(fleet, store, discover_instances(fleet, store))
     assert outcome.failures == {offline: "offline"}
     rows = {row["instance_id"]: row for row in fleet_exposure(store)}
-    assert rows[offline]["status"] == "not scanned"
+    # Offline: its exposure is unknown (None), never zeros that read as "nothing open".
+    assert rows[offline]["status"].startswith("offline since 20")
+    assert rows[offline]["open_total"] is None and rows[offline]["closing_kbs"] is None
     newest = max(fleet.server(i).build for i in outcome.reports)
     for instance_id, report in outcome.reports.items():
         row = rows[instance_id]
@@ -29,7 +31,10 @@ def test_each_scanned_server_gets_its_open_cves_and_closing_kbs(lab: tuple[Sqlit
             assert row["open_total"] == 0 and row["closing_kbs"] == []
         else:
             assert row["open_critical"] + row["open_important"] > 0
-            assert row["closing_kbs"] and set(row["offered_kbs"]) <= set(row["closing_kbs"])
+            closing = {kb["kb"]: kb for kb in row["closing_kbs"]}
+            assert closing and set(row["offered_kbs"]) <= set(closing)
+            assert all(closing[kb]["delivery"] == "windows-update" for kb in row["offered_kbs"])
+            assert row["open_fix_offered"] + row["open_fix_not_offered"] + row["open_no_fix"] == row["open_total"]
     detail = fleet_exposure(store, [next(iter(outcome.reports))], with_cves=True)[0]
     assert {cve["status"] for cve in detail["cves"]} <= {"open", "fixed"}
     assert detail["fixed_total"] == sum(1 for cve in detail["cves"] if cve["status"] == "fixed")

@@ -8,33 +8,56 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
-from dataclasses import replace
 from typing import Any
 
 from autopatch.catalog.queries import document_month, resolve_products
 from autopatch.domain.catalog import collapse_spaces
 from autopatch.domain.exposure import (
-    CatalogCve,
-    CatalogKb,
+    FIX_NONE,
+    FIX_NOT_OFFERED,
+    FIX_OFFERED,
+    FIX_UNKNOWN,
     CveDecision,
-    ProductCatalog,
     ServerFacts,
     assess,
     build_of,
     classify_kb,
-    closure,
-    infer_cumulative_builds,
     summarise,
 )
-from autopatch.domain.identifiers import Month, parse_build, parse_kb
+from autopatch.domain.fleet import Instance, ScanReport
+from autopatch.domain.identifiers import Month, parse_kb, parse_partial_build
+from autopatch.domain.product_catalog import (
+    NO_MONTH,
+    Build,
+    CatalogCve,
+    CatalogKb,
+    MonthKey,
+    ProductCatalog,
+    choose_build,
+    closure,
+    infer_cumulative_builds,
+    main_branch,
+    newest_successors,
+    update_line,
+)
 from autopatch.errors import NotFoundError
 from autopatch.store.base import CatalogStore
 from autopatch.store.sqlite import SqliteStore
 
 
-def _month_sort(document_id: str) -> tuple[int, int]:
+def _month_sort(document_id: str) -> MonthKey:
     month = document_month(document_id)
-    return (month.year, month.month) if month else (0, 0)
+    return (month.year, month.month) if month else NO_MONTH
+
+
+def _home_months(listings: Counter[tuple[int, str]]) -> dict[int, MonthKey]:
+    """A KB's month: the document listing it most (monthly documents also list later months' KBs)."""
+    home: dict[int, tuple[int, MonthKey]] = {}
+    for (kb, document_id), count in listings.items():
+        month = _month_sort(document_id)
+        if (count, month) > home.get(kb, (0, NO_MONTH)):
+            home[kb] = (count, month)
+    return {kb: month for kb, (_, month) in home.items()}
 
 
 def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
@@ -51,35 +74,75 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
         first_month.setdefault(record.cve, str(document_month(record.document_id) or ""))
         latest[record.cve] = (record.severity, record.title)
     kbs_of: dict[str, set[int]] = defaultdict(set)
-    kbs: dict[int, CatalogKb] = {}
+    builds: dict[int, list[Build]] = defaultdict(list)
+    facts: dict[int, CatalogKb] = {}
     listings: Counter[tuple[int, str]] = Counter()
-    fixes = sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id))
-    for fix_record in fixes:
+    for fix_record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
         fix = fix_record.fix
         kbs_of[fix.cve].add(fix.kb)
         listings[(fix.kb, fix_record.document_id)] += 1
-        previous = kbs.get(fix.kb)
-        # Newest data wins, but a FixedBuild that a newer revision dropped is kept.
-        build = build_of(fix.fixed_build) or (previous.build if previous else None)
-        kbs[fix.kb] = CatalogKb(fix.kb, build, fix.subtype, fix.restart_required)
-    home: dict[int, tuple[int, str]] = {}
-    for (kb, document_id), count in listings.items():  # a KB's month: the document listing it most
-        if count > home.get(kb, (0, ""))[0]:
-            home[kb] = (count, document_id)
-    kbs = infer_cumulative_builds({kb: replace(entry, month=_month_sort(home[kb][1])) for kb, entry in kbs.items()})
-    edges = store.superseded_by(kbs) if kbs else {}
+        if (build := build_of(fix.fixed_build)) is not None:
+            builds[fix.kb].append(build)
+        facts[fix.kb] = CatalogKb(fix.kb, None, fix.subtype, fix.restart_required, download_url=fix.download_url)
+    home = _home_months(listings)
+    newest = (CatalogKb(kb, builds[kb][-1] if builds[kb] else None, e.subtype, None) for kb, e in facts.items())
+    branch = main_branch(newest)
+    kbs = infer_cumulative_builds(
+        {
+            kb: CatalogKb(
+                kb,
+                choose_build(builds[kb], branch),
+                entry.subtype,
+                entry.restart_required,
+                home.get(kb, NO_MONTH),
+                download_url=entry.download_url,
+            )
+            for kb, entry in facts.items()
+        }
+    )
+    edges = _supersedence_graph(store, kbs)
+    superseded_by = closure(edges, kbs)
+    others = {kb for newer in superseded_by.values() for kb in newer} - kbs.keys()
     cves = tuple(
         CatalogCve(cve, severity, title, first_month[cve], tuple(sorted(kbs_of.get(cve, ()))))
         for cve, (severity, title) in sorted(latest.items())
     )
-    return ProductCatalog(products[0].name, cves, kbs, closure(edges, kbs))
+    line = update_line(kbs, branch, superseded_by, _other_kbs(store, others))
+    successors = newest_successors(kbs, superseded_by)
+    return ProductCatalog(products[0].name, branch, cves, kbs, superseded_by, line, successors)
 
 
-def server_facts(build: str | None, installed: Iterable[str], offered: Iterable[str] = ()) -> ServerFacts:
+def _supersedence_graph(store: CatalogStore, kbs: Iterable[int]) -> dict[int, set[int]]:
+    """Who supersedes whom, from the product's KBs onwards across every product's listings."""
+    edges: dict[int, set[int]] = {}
+    frontier = set(kbs)
+    while frontier:
+        found = store.superseded_by(frontier)
+        edges.update(found)
+        frontier = {kb for newer in found.values() for kb in newer} - edges.keys()
+    return edges
+
+
+def _other_kbs(store: CatalogStore, kbs: Collection[int]) -> dict[int, tuple[str | None, MonthKey]]:
+    """(subtype, month) of KBs listed under other products only (for the product's update line)."""
+    if not kbs:
+        return {}
+    listings: Counter[tuple[int, str]] = Counter()
+    subtypes: dict[int, str | None] = {}
+    for record in sorted(store.fixes_for_kbs(kbs), key=lambda r: _month_sort(r.document_id)):
+        listings[(record.fix.kb, record.document_id)] += 1
+        subtypes[record.fix.kb] = record.fix.subtype
+    return {kb: (subtypes[kb], month) for kb, month in _home_months(listings).items()}
+
+
+def server_facts(build: str | None, installed: Iterable[str], offered: Iterable[str] | None = ()) -> ServerFacts:
+    """Facts from text: ``build`` may lack its revision (systeminfo); ``offered=None`` means not known."""
+    branch, revision = parse_partial_build(build) if build is not None else (None, None)
     return ServerFacts(
-        build=parse_build(build) if build else None,
+        build=(*branch, revision) if branch is not None and revision is not None else None,
         installed=frozenset(int(parse_kb(kb, "installed")[2:]) for kb in installed),
-        offered=frozenset(int(parse_kb(kb, "offered")[2:]) for kb in offered),
+        offered=None if offered is None else frozenset(int(parse_kb(kb, "offered")[2:]) for kb in offered),
+        branch=branch,
     )
 
 
@@ -92,6 +155,7 @@ def decision_view(decision: CveDecision) -> dict[str, Any]:
         "reason": decision.reason,
         "fixing_kbs": list(decision.fixing_kbs),
         "offered": decision.offered,
+        "fix": decision.fix,
         "title": decision.title,
     }
 
@@ -102,25 +166,113 @@ def assess_facts(
     build: str,
     installed: Collection[str] = (),
     month: Month | None = None,
+    severities: Collection[str] | None = None,
+    warnings: Collection[str] = (),
 ) -> dict[str, Any]:
-    """``autopatch assess``: the exposure decision for facts typed in by hand (air-gapped servers)."""
-    facts = server_facts(build, installed)
+    """``autopatch assess``: the exposure decision for facts typed in by hand (air-gapped servers).
+
+    A build without its revision is accepted: the revision is then taken from the newest
+    installed update whose fixed build the catalog knows. Installed KBs the catalog does not know
+    are named in a warning, never silently ignored.
+    """
+    notes = list(warnings)
+    facts = server_facts(build, installed, offered=None)
     catalog = load_product_catalog(store, product)
-    decisions = [d for d in assess(catalog, facts) if month is None or d.month == str(month)]
+    known = _known_kbs(store, facts.installed)
+    for kb in sorted(facts.installed - known.keys()):
+        notes.append(f"KB{kb} is not in the catalog (no MSRC security fix names it): it was not used")
+    if facts.build is None and facts.branch is not None:
+        facts, note = _derive_build(facts, known)
+        notes.append(note)
+    decisions = [
+        d
+        for d in assess(catalog, facts)
+        if (month is None or d.month == str(month)) and (severities is None or d.severity in severities)
+    ]
+    open_decisions = [d for d in decisions if d.status == "open"]
+    by_fix = Counter(d.fix for d in open_decisions)
     return {
         "product": catalog.product,
-        "build": build,
+        "build": ".".join(map(str, facts.build)) if facts.build else build,
+        "warnings": notes,
         "summary": {
-            "open": sum(1 for d in decisions if d.status == "open"),
-            "fixed": sum(1 for d in decisions if d.status == "fixed"),
+            "open": len(open_decisions),
+            "fixed": len(decisions) - len(open_decisions),
+            **_fix_counts(by_fix),
         },
         "cves": [decision_view(d) for d in decisions],
     }
 
 
+def _fix_counts(by_fix: Counter[str | None] | dict[str, int]) -> dict[str, int]:
+    counts = {
+        "open_fix_offered": by_fix.get(FIX_OFFERED, 0),
+        "open_fix_not_offered": by_fix.get(FIX_NOT_OFFERED, 0),
+        "open_no_fix": by_fix.get(FIX_NONE, 0),
+    }
+    if by_fix.get(FIX_UNKNOWN, 0):
+        counts["open_fix_unknown"] = by_fix.get(FIX_UNKNOWN, 0)
+    return counts
+
+
+def _known_kbs(store: CatalogStore, kbs: Collection[int]) -> dict[int, list[Build]]:
+    """The installed KBs the catalog knows, each with the Windows builds it is listed at."""
+    known: dict[int, list[Build]] = {}
+    for record in store.fixes_for_kbs(kbs) if kbs else ():
+        listed = known.setdefault(record.fix.kb, [])
+        if (build := build_of(record.fix.fixed_build)) is not None:
+            listed.append(build)
+    return known
+
+
+def _derive_build(facts: ServerFacts, known: dict[int, list[Build]]) -> tuple[ServerFacts, str]:
+    branch = facts.branch
+    assert branch is not None
+    text = ".".join(map(str, branch))
+    candidates = [(build, kb) for kb, builds in known.items() for build in builds if build[:3] == branch]
+    if not candidates:
+        return facts, (
+            f"build {text} has no revision and no installed KB has a fixed build in the catalog: "
+            "decisions rest on the installed KBs and their release months"
+        )
+    build, kb = max(candidates)
+    derived = ServerFacts(build, facts.installed, facts.offered, branch)
+    return derived, (
+        f"build {text} has no revision: taken as {'.'.join(map(str, build))}, the fixed build of KB{kb}, "
+        "the newest installed update the catalog knows"
+    )
+
+
 def kb_statuses(catalog: ProductCatalog, facts: ServerFacts) -> dict[str, str]:
     """Every KB of the product classified for one server (Already Installed, Superseded, …)."""
     return {f"KB{kb}": str(classify_kb(catalog, kb, facts)) for kb in sorted(catalog.kbs)}
+
+
+UNKNOWN_EXPOSURE = dict.fromkeys(
+    (
+        "open_critical",
+        "open_important",
+        "open_total",
+        "fixed_total",
+        "open_fix_offered",
+        "open_fix_not_offered",
+        "open_no_fix",
+        "closing_kbs",
+        "offered_kbs",
+    )
+)
+
+
+def exposure_status(instance: Instance, scan: ScanReport | None, identified: str | None) -> str | None:
+    """Why a server's exposure is unknown (None when it can be assessed)."""
+    if not instance.online:
+        since = f" since {instance.offline_since}" if instance.offline_since else ""
+        return f"offline{since}"
+    if scan is None:
+        return "not scanned"
+    if identified is not None:
+        return f"unidentified: {identified}"
+    return None
 
 
 def fleet_exposure(
@@ -131,8 +283,10 @@ def fleet_exposure(
 ) -> list[dict[str, Any]]:
     """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan).
 
-    Servers with the same product and facts (build, installed, offered) share one assessment and
-    one summary: a fleet has far fewer distinct patch levels than servers.
+    A server never scanned, offline, or unidentified has exposure *unknown*: its counts are
+    ``None``, never zeros that read as "nothing open". Servers with the same product and facts
+    (build, installed, offered) share one assessment and one summary: a fleet has far fewer
+    distinct patch levels than servers.
     """
     from autopatch.scanning import identify, resolve_targets
 
@@ -151,10 +305,11 @@ def fleet_exposure(
             "product": identity.product,
             "build": scan.build if scan else None,
             "scanned_at": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
+            "online": instance.online,
         }
-        if scan is None or identity.product is None:
-            row["status"] = "not scanned" if scan is None else f"unidentified: {identity.reason}"
-            rows.append(row)
+        unknown = exposure_status(instance, scan, None if identity.identified else identity.reason)
+        if unknown is not None or scan is None or identity.product is None:
+            rows.append(row | {"status": unknown} | UNKNOWN_EXPOSURE | ({"cves": None} if with_cves else {}))
             continue
         if identity.product not in catalogs:
             catalogs[identity.product] = load_product_catalog(store, identity.product)
@@ -170,17 +325,29 @@ def _summarise(
     catalog: ProductCatalog, facts: ServerFacts, severities: set[str] | None, with_cves: bool
 ) -> dict[str, Any]:
     counts = summarise(catalog, facts, frozenset(severities) if severities else None)
-    closing = [f"KB{kb}" for kb in counts.closing]
+    offered = facts.offered or frozenset()
     summary: dict[str, Any] = {
         "status": "assessed",
         "open_critical": counts.open_by_severity.get("Critical", 0),
         "open_important": counts.open_by_severity.get("Important", 0),
         "open_total": counts.open_total,
         "fixed_total": counts.fixed_total,
-        "closing_kbs": closing,
-        "offered_kbs": [kb for kb in closing if int(kb[2:]) in facts.offered],
+        **_fix_counts(dict(counts.open_by_fix)),
+        "closing_kbs": [closing_kb_view(catalog, kb, kb in offered) for kb in counts.closing],
+        "offered_kbs": [f"KB{kb}" for kb in counts.closing if kb in offered],
     }
     if with_cves:
         decisions = [d for d in assess(catalog, facts) if severities is None or d.severity in severities]
         summary["cves"] = [decision_view(d) for d in decisions]
     return summary
+
+
+def closing_kb_view(catalog: ProductCatalog, kb: int, offered: bool) -> dict[str, Any]:
+    """A KB that would close open CVEs: installed by a patch run when offered, by hand otherwise."""
+    entry = catalog.kbs.get(kb)
+    manual = not offered or (entry is not None and entry.never_offered)
+    return {
+        "kb": f"KB{kb}",
+        "delivery": "manual" if manual else "windows-update",
+        "download_url": entry.download_url if entry else None,
+    }

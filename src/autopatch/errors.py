@@ -4,6 +4,7 @@
     ├── InputError            the caller's fault: exit code 2 on the CLI, 4xx over HTTP
     │   ├── ValidationError   a value breaks a rule (names the field, the value and the rule)
     │   ├── NotFoundError     a well-formed name that the store does not know
+    │   ├── ConflictError     the request collides with the current state (a live run holds the server): 409
     │   └── DocumentFormatError  a file or payload that is not MSRC data (or is truncated)
     ├── ExecutionError        the world's fault: recorded, retried where policy allows
     │   ├── SourceUnavailableError  Microsoft's API cannot be reached or keeps failing
@@ -16,6 +17,13 @@ above an adapter ever catches a vendor exception.
 """
 
 from __future__ import annotations
+
+ECHO_LIMIT = 80  # characters of a caller's value repeated in an error message
+
+
+def shorten(text: str, limit: int = ECHO_LIMIT) -> str:
+    """Cut an echoed value so that a hostile 10 MB argument never floods a terminal or a log."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class AutoPatchError(Exception):
@@ -33,11 +41,15 @@ class ValidationError(InputError):
         self.field = field
         self.value = value
         self.rule = rule
-        super().__init__(f"{field}: {value!r} is invalid: {rule}")
+        super().__init__(f"{field}: {shorten(repr(value))} is invalid: {rule}")
 
 
 class NotFoundError(InputError):
     """A well-formed identifier that is not in the store (unknown product, KB, instance...)."""
+
+
+class ConflictError(InputError):
+    """The request is valid but collides with what is going on (another run holds the server)."""
 
 
 class DocumentFormatError(InputError):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from autopatch.domain.fleet import CommandStatus, Instance, ScanReport
 from autopatch.domain.os_identity import OsIdentity, identify_product
 from autopatch.domain.polling import PollPolicy
-from autopatch.errors import AutoPatchError, NotFoundError
+from autopatch.errors import AutoPatchError, NotFoundError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_scan_output
 from autopatch.store.sqlite import SqliteStore
@@ -37,13 +37,29 @@ def discover_instances(fleet: FleetAdapter, store: SqliteStore) -> list[Instance
 
 def resolve_targets(store: SqliteStore, instance_ids: Collection[str]) -> list[Instance]:
     """The stored instances named (all when none named); an unknown id is an input error."""
-    known = {instance.instance_id: instance for instance in store.list_instances()}
-    if not instance_ids:
-        return list(known.values())
+    return select_targets(store.list_instances(), instance_ids)
+
+
+def select_targets(
+    instances: Collection[Instance], instance_ids: Collection[str] = (), tag: tuple[str, str] | None = None
+) -> list[Instance]:
+    """The instances named (all when none named), narrowed to a tag; unknown ids and empty tags are input errors."""
+    known = {instance.instance_id: instance for instance in instances}
     missing = [instance_id for instance_id in instance_ids if instance_id not in known]
     if missing:
         raise NotFoundError(f"instance_id: {missing[0]!r} is not a known instance (run `autopatch fleet list`)")
-    return [known[instance_id] for instance_id in instance_ids]
+    chosen = (
+        [known[instance_id] for instance_id in dict.fromkeys(instance_ids)] if instance_ids else list(known.values())
+    )
+    if tag is None:
+        return chosen
+    key, value = tag
+    matching = [instance for instance in chosen if instance.tags.get(key) == value]
+    if not matching:
+        seen = sorted({f"{k}={v}" for instance in chosen for k, v in instance.tags.items() if k == key})
+        hint = f"values of {key} in the fleet: {', '.join(seen[:8])}" if seen else f"no server has a tag {key!r}"
+        raise ValidationError("tag", f"{key}={value}", f"matches no server ({hint})")
+    return matching
 
 
 def scan_instances(
@@ -53,8 +69,13 @@ def scan_instances(
     policy: PollPolicy = PollPolicy(first_delay=0.5, max_delay=10.0, timeout=900.0),
     on_progress: ProgressCallback | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    save: bool = True,
 ) -> ScanOutcome:
-    """Scan every instance; offline ones and failed scans are reported, never raised."""
+    """Scan every instance; offline ones and failed scans are reported, never raised.
+
+    ``save=False`` leaves storing the reports to the caller (a plan stores them with itself; a
+    dry run stores nothing).
+    """
     outcome = ScanOutcome()
     pending: dict[str, str] = {}
     for instance in instances:
@@ -94,7 +115,8 @@ def scan_instances(
             if all(hint is not None for hint in hints):  # the adapter knows: no need to guess
                 delay = min(delay, max(0.0, min(hint for hint in hints if hint is not None)))
             sleep(delay)
-    store.save_scans(outcome.reports.values())
+    if save:
+        store.save_scans(outcome.reports.values())
     if on_progress:
         on_progress(total, total, "")
     return outcome

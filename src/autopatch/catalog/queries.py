@@ -96,7 +96,10 @@ def find_cves(
     """One object per (CVE, product) with its KBs; a CVE listed in several months is merged."""
     products = resolve_products(store, product)
     product_ids = [p.product_id for p in products]
-    documents = [month.document_id, f"{SUG_PREFIX}{month.document_id}"] if month else None
+    # The month's documents whatever their spelling: "2018-FEB", the out-of-band "2017-May-B", "sug/…".
+    documents = (
+        [d.document_id for d in store.list_documents() if document_month(d.document_id) == month] if month else None
+    )
     records = store.affected(product_ids, document_ids=documents, cves=cves)
     grouped: dict[tuple[str, str], list[AffectedRecord]] = defaultdict(list)
     for record in records:

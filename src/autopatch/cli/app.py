@@ -1,7 +1,8 @@
 """Entry point of the ``autopatch`` command: global options, sub-commands and error → exit code.
 
-Input errors (bad value, unknown product, not MSRC data) exit with 2 and one line on stderr;
-execution errors (MSRC unreachable, database failure) exit with 1.
+Input errors (bad value, unknown product, not MSRC data, a bad option) exit with 2 and one line on
+stderr; execution errors (MSRC unreachable, database failure) and a patch run that ended Failed
+exit with 1. Settings are checked before any command runs, so a bad one never follows real work.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from autopatch.cli import catalog, fleet, patch
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
 from autopatch.cli.exposure import assess_command
-from autopatch.errors import ExecutionError, InputError
+from autopatch.errors import ExecutionError, InputError, shorten
 
 app = typer.Typer(
     name="autopatch",
@@ -47,6 +48,7 @@ def configure(
 ) -> None:
     """Global options; every value also comes from an AUTOPATCH_* environment variable."""
     context = CliContext(load_settings(db=db, msrc_base_url=msrc_base_url))
+    context.notifiers  # noqa: B018 — validated now: AUTOPATCH_NOTIFY=ftp://x must fail before a run, not after
     ctx.obj = context
     ctx.call_on_close(context.close)
 
@@ -54,23 +56,28 @@ def configure(
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and translate AutoPatch errors into one line on stderr and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        # Outside standalone mode typer *returns* the code of a ``typer.Exit`` raised by a command.
+        result = app(args=argv, standalone_mode=False)
     except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         return 2
     except ExecutionError as exc:
-        print(f"failed: {exc}", file=sys.stderr)
+        print(f"failed: {_one_line(str(exc))}", file=sys.stderr)
         return 1
     except typer.Exit as exc:
         return exc.exit_code
-    except typer.TyperException as exc:  # usage errors: unknown option, missing argument…
-        show = getattr(exc, "show", None)
-        show() if callable(show) else print(f"error: {exc.format_message()}", file=sys.stderr)
+    except typer.TyperException as exc:  # usage errors: unknown option, missing argument, bad value…
+        print(f"error: {_one_line(exc.format_message())} (see --help)", file=sys.stderr)
         return int(getattr(exc, "exit_code", 2))
     except typer.Abort:
         print("aborted", file=sys.stderr)
         return 130
-    return 0
+    return result if isinstance(result, int) else 0
+
+
+def _one_line(message: str) -> str:
+    """One line whatever the message holds (a hostile value may carry newlines)."""
+    return shorten(" ".join(message.split()), 240)
 
 
 if __name__ == "__main__":

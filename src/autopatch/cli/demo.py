@@ -21,8 +21,10 @@ from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.patch import SIMULATOR_POLL, live_view
 from autopatch.cli.progress import progress_bar
+from autopatch.cli.views import print_exposure, short_product
 from autopatch.domain.polling import PollPolicy
-from autopatch.engine.planning import plan_run, store_plan
+from autopatch.domain.summary import ServerSummary
+from autopatch.engine.planning import plan_run, start_run, store_plan
 from autopatch.engine.report import build_summary, send_summary
 from autopatch.engine.runner import Engine, RunOptions
 from autopatch.errors import SourceUnavailableError, ValidationError
@@ -85,28 +87,30 @@ def demo_command(ctx: typer.Context) -> None:
 
     out.rule("4. Patch run (one KB at a time per server, 8 servers at once, reboot if required)")
     options = RunOptions(concurrency=8, poll=SIMULATOR_POLL if context.settings.fleet == "simulator" else PollPolicy())
-    with progress_bar(context.console, "Planning") as on_progress:
-        plan = plan_run(context.store, context.fleet, instances, options=options.as_dict(), on_progress=on_progress)
-    run_id = store_plan(context.store, plan)
-    with live_view(context.console, plan) as on_event:
-        status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options)
+    run, lease = start_run(context.store, "patch", instances, options.as_dict())
+    with lease:
+        with progress_bar(context.console, "Planning") as on_progress:
+            plan = plan_run(
+                context.store, context.fleet, instances, options=options.as_dict(), on_progress=on_progress, run=run
+            )
+        run_id = store_plan(context.store, plan)
+        with live_view(context.console, plan) as on_event:
+            status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options, lease)
     send_summary(context.store, run_id, [n for n in context.notifiers if n.name != "console"])
     run_summary = build_summary(context.store, run_id)
     render(
         [
             {
                 "server": server.name,
-                "installed now": list(server.installed_now),
-                "failed": [f"{kb.kb}: {kb.reason}" for kb in server.failed],
-                "already installed": len(server.already_installed),
-                "skipped": len(server.skipped),
+                "result": _result(server),
+                "KBs": [*server.installed_now, *(f"{kb.kb} failed: {kb.reason}" for kb in server.failed)],
                 "reboots": server.reboots,
-                "build": f"{server.build_before or '?'} → {server.build_after or '?'}",
+                "build now": server.build_after or server.build_before,
             }
             for server in run_summary.servers
         ],
         OutputFormat.table,
-        title=f"Run {run_id}: {status} (full text and HTML summaries go to the notifiers)",
+        title=f"Run {run_id}: {status}. {context.store.get_run(run_id).reason}".strip(),
         console=out,
     )
 
@@ -114,30 +118,46 @@ def demo_command(ctx: typer.Context) -> None:
     scan_instances(context.fleet, context.store, discover_instances(context.fleet, context.store))
     after = _print_exposure(context, out)
     out.print(
-        f"Open Critical+Important (server, CVE) pairs: {before} before, {after} after. "
-        f"Database: {context.settings.db}; try `autopatch runs`, `autopatch run show {run_id}`."
+        f"Open Critical+Important (server, CVE) pairs: {before['open']} before, {after['open']} after "
+        f"({after['offered']} fix offered, {after['not offered']} fix not offered, {after['no KB']} no KB; "
+        f"{after['unknown']} servers not assessed).",
+        markup=False,
     )
+    out.print(
+        f"Database: {context.settings.db}. Try: AUTOPATCH_DB={context.settings.db} .venv/bin/autopatch runs",
+        markup=False,
+    )
+
+
+def _result(server: ServerSummary) -> str:
+    if server.status == "Skipped":
+        return f"not patched: {server.reason.removeprefix('not scanned: ')}"
+    if server.failed:
+        return "failed"
+    return "patched" if server.installed_now else "up to date"
 
 
 def _print_catalog_facts(context: CliContext, out: Console) -> None:
     store = context.store
     products = {row["product"]: row for row in queries.list_products(store)}
     render(
-        [products[name] for name in SERVER_PRODUCTS if name in products],
+        [products[name] | {"product": short_product(name)} for name in SERVER_PRODUCTS if name in products],
         OutputFormat.table,
         columns=("product", "product_id", "cves", "kbs"),
+        headers={"product_id": "MSRC id"},
         title="Windows Server products in the catalog",
         console=out,
     )
 
 
-def _print_exposure(context: CliContext, out: Console) -> int:
+def _print_exposure(context: CliContext, out: Console) -> dict[str, int]:
     rows = fleet_exposure(context.store, severities={"Critical", "Important"})
-    render(
-        rows,
-        OutputFormat.table,
-        columns=("name", "product", "build", "status", "open_critical", "open_important", "closing_kbs"),
-        title="Open Critical/Important CVEs per server (latest scan)",
-        console=out,
-    )
-    return sum(row.get("open_critical", 0) + row.get("open_important", 0) for row in rows)
+    print_exposure(rows, OutputFormat.table, "Open Critical/Important CVEs per server ('?' = unknown)", out)
+    assessed = [row for row in rows if row["status"] == "assessed"]
+    return {
+        "open": sum(row["open_total"] for row in assessed),
+        "offered": sum(row["open_fix_offered"] for row in assessed),
+        "not offered": sum(row["open_fix_not_offered"] for row in assessed),
+        "no KB": sum(row["open_no_fix"] for row in assessed),
+        "unknown": len(rows) - len(assessed),
+    }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -11,6 +11,7 @@ from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
+from autopatch.cli.views import exposure_csv_rows, print_exposure, short_product, short_time
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.scanning import discover_instances, identify, resolve_targets, scan_instances
 
@@ -22,9 +23,10 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="tabl
 def list_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Discover the fleet: id, name, product, build, online, last scan."""
     context: CliContext = ctx.obj
-    instances = discover_instances(context.fleet, context.store)
+    discover_instances(context.fleet, context.store)
+    instances = context.store.list_instances()  # as stored: with "offline since"
     scans = context.store.latest_scans([i.instance_id for i in instances])
-    rows = []
+    rows: list[dict[str, Any]] = []
     for instance in instances:
         scan = scans.get(instance.instance_id)
         identity = identify(instance, scan)
@@ -35,10 +37,30 @@ def list_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
                 "product": identity.product or f"unidentified ({identity.reason})",
                 "build": scan.build if scan else instance.platform_version,
                 "online": instance.online,
+                "offline_since": instance.offline_since,
                 "last_scan": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
+                "tags": instance.tags,
             }
         )
-    render(rows, output, title=f"Fleet ({context.settings.fleet})")
+    if output is not OutputFormat.table:
+        flat = rows if output is OutputFormat.json else [row | {"tags": _tags(row["tags"])} for row in rows]
+        render(flat, output)
+        return
+    shown = [
+        {
+            "server": f"{row['name']} {row['instance_id']}",
+            "product": short_product(row["product"]),
+            "build": row["build"],
+            "online": "yes" if row["online"] else f"no, since {short_time(row['offline_since'])}",
+            "tags": _tags({k: v for k, v in row["tags"].items() if k != "Name"}),
+        }
+        for row in rows
+    ]
+    render(shown, output, title=f"Fleet ({context.settings.fleet}): {len(rows)} servers")
+
+
+def _tags(tags: dict[str, str]) -> list[str]:
+    return [f"{key}={value}" for key, value in sorted(tags.items())]
 
 
 @app.command("scan")
@@ -62,7 +84,7 @@ def scan_command(
             "result": "scanned" if target.instance_id in outcome.reports else outcome.failures.get(target.instance_id),
             "build": report.build if (report := outcome.reports.get(target.instance_id)) else None,
             "installed": len(report.installed_kbs) if report else None,
-            "offered": ";".join(sorted(report.offered_kbs)) if report else None,
+            "offered": sorted(report.offered_kbs) if report else None,
             "pending_reboot": report.pending_reboot if report else None,
         }
         for target in targets
@@ -79,18 +101,24 @@ def exposure_command(
     """Per server: open Critical/Important CVEs and the KBs that close them (per-CVE detail with --instance)."""
     context: CliContext = ctx.obj
     ids = [parse_instance_id(value, "instance") for value in instance or []]
-    severities = parse_severities(severity) if severity else None
+    severities = parse_severities(severity) if severity is not None else None
     rows = fleet_exposure(context.store, ids, severities, with_cves=bool(ids) or output is not OutputFormat.table)
-    if output is not OutputFormat.table:
+    if output is OutputFormat.json:
         render(rows, output)
         return
-    columns = ("instance_id", "name", "product", "build", "status", "open_critical", "open_important", "closing_kbs")
-    render(rows, output, columns=columns, title="Exposure (from the latest scans)")
+    if output is OutputFormat.csv:
+        render(exposure_csv_rows(rows), output)
+        return
+    if not rows:
+        context.console.print("No servers known yet: run `autopatch fleet list` (and `fleet scan`) first.")
+        return
+    print_exposure(rows, output, title="Exposure: open CVEs per server, from the latest scans ('?' = unknown)")
     for row in rows if ids else []:
-        open_cves = [cve for cve in row.get("cves", []) if cve["status"] == "open"]
+        open_cves = [cve for cve in row.get("cves") or [] if cve["status"] == "open"]
         render(
             open_cves,
             output,
-            columns=("cve", "severity", "month", "fixing_kbs", "offered", "reason"),
-            title=f"Open CVEs on {row['name']}",
+            columns=("cve", "severity", "month", "fix", "fixing_kbs", "reason"),
+            title=f"Open CVEs on {row['name']}: {row['status']}",
+            headers={"fixing_kbs": "KBs", "severity": "sev"},
         )

@@ -1,31 +1,46 @@
-"""``autopatch patch | runs | run show | status | retry | reboot | cancel | resume``."""
+"""``autopatch patch | runs | run show | status | retry | reboot | cancel | resume``.
+
+Every input is checked before anything is written: a command that exits 2 leaves the database as it
+was, and a dry run writes nothing. A run is started by claiming its servers (``start_run``), then
+scanned and planned, then executed by this process as the run's one driver.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from autopatch.assessment import load_product_catalog, server_facts
 from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
-from autopatch.domain.exposure import severity_rank
-from autopatch.domain.identifiers import parse_kb
+from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
-from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
+from autopatch.engine.ownership import RunLease, new_owner_id
+from autopatch.engine.planning import (
+    RunPlan,
+    check_kbs_known,
+    plan_retry,
+    plan_run,
+    plan_started_run,
+    start_run,
+    store_plan,
+)
 from autopatch.engine.report import build_summary, instance_status, run_view, send_summary
 from autopatch.engine.runner import Engine, EventCallback, RunOptions
-from autopatch.errors import ValidationError
+from autopatch.errors import ConflictError, NotFoundError, ValidationError
 from autopatch.notify.render import render_text
-from autopatch.scanning import discover_instances, identify, resolve_targets
+from autopatch.scanning import discover_instances, identify, scan_instances, select_targets
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
 SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
@@ -34,17 +49,17 @@ run_app = typer.Typer(help="One run in detail.", no_args_is_help=True)
 
 def _tag_filter(tag: str) -> tuple[str, str]:
     key, sep, value = tag.partition("=")
-    if not sep or not key:
+    if not sep or not key.strip() or not value:
         raise ValidationError("tag", tag, "a tag filter is KEY=VALUE, e.g. Environment=prod")
-    return key, value
+    return key.strip(), value
 
 
 @contextmanager
 def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
     """A progress bar per server, advancing KB by KB, fed by the engine's events."""
     columns = (
-        TextColumn("{task.description:<28}"),
-        BarColumn(),
+        TextColumn("{task.description:<24}"),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("{task.fields[detail]}"),
@@ -54,7 +69,7 @@ def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
         for server in plan.servers:
             pending = len(plan.pending(server.instance_id))
             if pending:
-                tasks[server.instance_id] = progress.add_task(server.name[:28], total=pending, detail="waiting")
+                tasks[server.instance_id] = progress.add_task(server.name[:24], total=pending, detail="waiting")
 
         def on_event(instance_id: str, kb: str, state: str, detail: str) -> None:
             task = tasks.get(instance_id)
@@ -66,21 +81,32 @@ def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
         yield on_event
 
 
-def _execute(context: CliContext, run_id: str, plan: RunPlan | None, options: RunOptions | None) -> RunStatus:
-    console = Console()
-    if options is None and context.settings.fleet == "simulator":
-        options = replace(RunOptions.from_dict(context.store.get_run(run_id).options), poll=SIMULATOR_POLL)
+def _engine_options(context: CliContext, options: RunOptions) -> RunOptions:
+    # Simulated servers answer in (scaled) seconds: poll them often.
+    return replace(options, poll=SIMULATOR_POLL) if context.settings.fleet == "simulator" else options
+
+
+def _execute(context: CliContext, run_id: str, plan: RunPlan | None, lease: RunLease) -> RunStatus:
+    """Drive the run as its lease holder, then notify once it is over (the summary is stored states)."""
+    options = _engine_options(context, RunOptions.from_dict(context.store.get_run(run_id).options))
     if plan is not None:
         with live_view(context.console, plan) as on_event:
-            status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options)
+            status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options, lease)
     else:
-        status = Engine(context.store, context.fleet).execute(run_id, options)
+        status = Engine(context.store, context.fleet).execute(run_id, options, lease)
+    if not status.is_terminal:
+        context.console.print(f"Run {run_id} is now driven by another process; it continues there.")
+        return status
     for result in send_summary(context.store, run_id, context.notifiers):
         if not result.ok:
             context.console.print(f"[yellow]notifier {result.notifier} failed[/]: {result.error}")
     if not any(n.name == "console" for n in context.notifiers):
-        console.print(render_text(build_summary(context.store, run_id)))
+        Console().print(render_text(build_summary(context.store, run_id)), markup=False, highlight=False)
     return status
+
+
+def _exit_for(status: RunStatus) -> None:
+    raise typer.Exit(0 if status is RunStatus.SUCCEEDED else 1)
 
 
 def patch_command(
@@ -103,39 +129,46 @@ def patch_command(
     if sum((all_servers, bool(instance), tag is not None)) != 1:
         raise ValidationError("targets", None, "give exactly one of --all, --instance ID…, --tag K=V")
     ids = [parse_instance_id(value, "instance") for value in instance or []]
-    kbs = [parse_kb(value) for value in kb or []]
+    tag_filter = _tag_filter(tag) if tag is not None else None
     # "Critical,Important" reads as "Important and above": the least severe one named is the floor.
-    minimum = max(parse_severities([severity]), key=severity_rank) if severity else None
-    discover_instances(context.fleet, context.store)
-    targets = resolve_targets(context.store, ids)
-    if tag is not None:
-        key, value = _tag_filter(tag)
-        targets = [t for t in targets if t.tags.get(key) == value]
-    options = RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot)
-    if context.settings.fleet == "simulator":  # simulated servers answer in (scaled) seconds
-        options = replace(options, poll=SIMULATOR_POLL)
-    with progress_bar(context.console, "Scanning") as on_progress:
-        plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options.as_dict(), on_progress)
+    minimum = max(parse_severities([severity]), key=severity_rank) if severity is not None else None
+    kbs = check_kbs_known(context.store, kb or [])
+    instances = context.fleet.list_instances()
+    targets = select_targets(instances, ids, tag_filter)
+    options = RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot).as_dict()
+    options |= {"kbs": kbs, "severity": minimum}
     if dry_run:
-        rows: list[dict[str, object]] = [
-            {
-                "instance_id": s.instance_id,
-                "name": s.name,
-                "product": s.product,
-                "build": s.build_before,
-                "kbs_in_order": [i.kb for i in plan.pending(s.instance_id)],
-                "expected_reboots": plan.expected_reboots(s.instance_id),
-                "note": s.reason,
-            }
-            for s in plan.servers
-        ]
-        total = sum(len(plan.pending(s.instance_id)) for s in plan.servers)
-        render(rows, output, title=f"Plan (dry run): {total} KBs to install")
+        with progress_bar(context.console, "Scanning") as on_progress:
+            plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options, on_progress)
+        _print_plan(plan, output)
         return
-    run_id = store_plan(context.store, plan)
-    context.console.print(f"Run [bold]{run_id}[/]")
-    status = _execute(context, run_id, plan, options)
-    raise typer.Exit(0 if status is RunStatus.SUCCEEDED else 1)
+    context.store.save_instances(instances, datetime.now(UTC))
+    run, lease = start_run(context.store, "patch", targets, options)
+    context.console.print(f"Run [bold]{run.run_id}[/]")
+    with lease:
+        with progress_bar(context.console, "Scanning") as on_progress:
+            plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options, on_progress, run=run)
+        store_plan(context.store, plan)
+        status = _execute(context, run.run_id, plan, lease)
+    _exit_for(status)
+
+
+def _print_plan(plan: RunPlan, output: OutputFormat) -> None:
+    rows: list[dict[str, object]] = [
+        {
+            "instance_id": s.instance_id,
+            "name": s.name,
+            "product": s.product,
+            "build": s.build_before,
+            "kbs_in_order": [i.kb for i in plan.pending(s.instance_id)],
+            "expected_reboots": plan.expected_reboots(s.instance_id),
+            "note": s.reason,
+        }
+        for s in plan.servers
+    ]
+    total = sum(len(plan.pending(s.instance_id)) for s in plan.servers)
+    headers = {"instance_id": "instance", "kbs_in_order": "KBs in order", "expected_reboots": "reboots"}
+    render(rows, output, title=f"Plan (dry run): {total} KBs to install", headers=headers)
 
 
 def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
@@ -146,8 +179,9 @@ def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
             "run_id": r.run_id,
             "kind": r.kind,
             "status": str(r.status),
-            "created_at": r.created_at,
-            "finished_at": r.finished_at,
+            "created_at": r.created_at[:19],
+            "finished_at": r.finished_at[:19] if r.finished_at else None,
+            "owner": r.owner,
             "reason": r.reason,
         }
         for r in context.store.list_runs()
@@ -163,9 +197,9 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
     if output is not OutputFormat.table:
         render(view, output)
         return
-    Console().print(f"[bold]{view['run_id']}[/] {view['kind']} {view['status']} {view['reason']}")
+    Console().print(f"{view['run_id']} {view['kind']} {view['status']} {view['reason']}", markup=False)
     rows = [
-        {"server": s["name"], "kb": k["kb"], "state": k["state"], "attempts": len(k["attempts"]), "reason": k["reason"]}
+        {"server": s["name"], "kb": k["kb"], "state": k["state"], "tries": len(k["attempts"]), "reason": k["reason"]}
         for s in view["servers"]
         for k in s["kbs"]
         if k["state"] not in ("Superseded", "Already Installed")
@@ -173,57 +207,88 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
     render(rows, output, title="KBs (Superseded and Already Installed hidden; --format json shows all)")
 
 
+def _known_instance(context: CliContext, instance_id: str) -> None:
+    """An instance the store knows, or one discovery finds now; otherwise an input error."""
+    if context.store.get_instance(instance_id) is None:
+        discover_instances(context.fleet, context.store)
+    if context.store.get_instance(instance_id) is None:
+        raise NotFoundError(f"instance_id: {instance_id!r} is not a known instance (run `autopatch fleet list`)")
+
+
 def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = OutputFormat.table) -> None:
-    """A server's patch status: total, completed, percentage and each KB's latest state."""
+    """A server's patch status: KBs done out of those that needed work, and each KB's latest state."""
     context: CliContext = ctx.obj
-    view = instance_status(context.store, parse_instance_id(instance_id))
+    target = parse_instance_id(instance_id)
+    _known_instance(context, target)
+    view = instance_status(context.store, target)
     if output is not OutputFormat.table:
         render(view, output)
         return
-    Console().print(f"{view['instance_id']}: {view['completed']}/{view['total']} completed ({view['percentage']}%)")
-    render(view["kbs"], output, title="KBs")
+    others = ", ".join(f"{count} {state}" for state, count in view["not_counted"].items())
+    progress = (
+        f"{view['completed']}/{view['total']} KBs done ({view['percentage']}%)"
+        if view["total"]
+        else "nothing to install"
+    )
+    Console().print(f"{target}: {progress}" + (f"; not counted: {others}" if others else ""), markup=False)
+    render(view["kbs"], output, columns=("kb", "state", "run_id", "reason"), title="KBs")
 
 
 def retry_command(ctx: typer.Context, instance_id: str, kb: str) -> None:
     """Retry one KB on one server (a run of its own, with its own summary)."""
     context: CliContext = ctx.obj
     target = parse_instance_id(instance_id)
-    kb_id = parse_kb(kb)
-    if context.store.get_instance(target) is None:
-        discover_instances(context.fleet, context.store)
-    [instance] = resolve_targets(context.store, [target])
-    scan = context.store.latest_scans([target]).get(target)
+    [kb_id] = check_kbs_known(context.store, [kb])
+    instances = context.fleet.list_instances()
+    [instance] = select_targets(instances, [target])
+    outcome = scan_instances(context.fleet, context.store, [instance], save=False)
+    scan = outcome.reports.get(target)
     identity = identify(instance, scan)
-    plan = plan_retry(context.store, instance, kb_id, identity.product, scan.build if scan else None)
+    if scan is not None and identity.product is not None:
+        catalog = load_product_catalog(context.store, identity.product)
+        facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
+        if classify_kb(catalog, int(kb_id[2:]), facts) is KbStatus.ALREADY_INSTALLED:
+            raise ConflictError(f"kb: {kb_id} is already installed on {target} (build {scan.build}): nothing to retry")
+    owner = new_owner_id()
+    plan = plan_retry(context.store, instance, kb_id, identity.product, scan.build if scan else None, owner=owner)
+    plan.scans = outcome.reports
+    context.store.save_instances(instances, datetime.now(UTC))
     run_id = store_plan(context.store, plan)
     context.console.print(f"Retry run [bold]{run_id}[/]")
-    status = _execute(context, run_id, plan, None)
-    raise typer.Exit(0 if status is RunStatus.SUCCEEDED else 1)
+    with RunLease(context.store, run_id, owner) as lease:
+        status = _execute(context, run_id, plan, lease)
+    _exit_for(status)
 
 
 def reboot_command(ctx: typer.Context, instance_id: str) -> None:
-    """Reboot a server now."""
+    """Reboot a server now (refused while it is offline or a run is patching it)."""
     context: CliContext = ctx.obj
     target = parse_instance_id(instance_id)
-    if context.store.get_instance(target) is None:
-        discover_instances(context.fleet, context.store)
-    resolve_targets(context.store, [target])  # an unknown instance is an input error
+    [instance] = select_targets(context.fleet.list_instances(), [target])
+    if not instance.online:
+        raise ConflictError(f"instance_id: {target} is offline: it cannot be asked to reboot now")
+    holder = context.store.run_holding(target)
+    if holder is not None:
+        raise ConflictError(f"instance_id: {target} is being patched by run {holder}; cancel it or wait")
     context.fleet.reboot(target)
     Console().print(f"Reboot requested for {target}")
 
 
 def cancel_command(ctx: typer.Context, run_id: str) -> None:
-    """Cancel a run: KBs not started become Cancelled; a KB being installed finishes first."""
+    """Cancel a run: KBs not started become Cancelled at once; a KB being installed finishes first."""
     context: CliContext = ctx.obj
     run = context.store.get_run(run_id)
     if run.status.is_terminal:
-        raise ValidationError("run", run_id, f"is already {run.status}; only Pending or Running runs can be cancelled")
-    context.store.set_run_status(run_id, RunStatus.CANCELLED, "cancelled by the operator")
-    Console().print(f"Run {run_id} cancelled")
+        raise ValidationError("run", run_id, f"is already {run.status}; only unfinished runs can be cancelled")
+    status = context.store.cancel_run(run_id, "cancelled by the operator")
+    if status is RunStatus.CANCELLED:
+        Console().print(f"Run {run_id} cancelled")
+    else:
+        Console().print(f"Run {run_id} cancelling: KBs not started are Cancelled; installs in flight finish first")
 
 
 def resume_command(ctx: typer.Context) -> None:
-    """Resume every unfinished run (after a crash or a kill of the orchestrator)."""
+    """Resume every unfinished run nobody drives (after a crash or a kill of the orchestrator)."""
     context: CliContext = ctx.obj
     unfinished = context.store.unfinished_runs()
     if not unfinished:
@@ -231,7 +296,18 @@ def resume_command(ctx: typer.Context) -> None:
         return
     worst = RunStatus.SUCCEEDED
     for run in unfinished:
+        lease = RunLease.claim(context.store, run.run_id)
+        if lease is None:
+            held = context.store.get_run(run.run_id)
+            context.console.print(f"Run {run.run_id} is driven by {held.owner}: left to it")
+            continue
         context.console.print(f"Resuming [bold]{run.run_id}[/]")
-        status = _execute(context, run.run_id, None, None)
-        worst = status if status is not RunStatus.SUCCEEDED else worst
-    raise typer.Exit(0 if worst is RunStatus.SUCCEEDED else 1)
+        with lease:
+            plan = None
+            if not run.planned:
+                with progress_bar(context.console, "Scanning") as on_progress:
+                    plan = plan_started_run(context.store, context.fleet, run.run_id, on_progress)
+            status = _execute(context, run.run_id, plan, lease)
+        if status is not RunStatus.SUCCEEDED:
+            worst = status
+    _exit_for(worst)

@@ -49,6 +49,7 @@ class Instance:
     ami_id: str | None = None
     ami_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    offline_since: str | None = None  # kept by the store: when discovery first found it offline
 
 
 @dataclass(frozen=True, slots=True)

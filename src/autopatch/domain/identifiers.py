@@ -12,13 +12,19 @@ from functools import lru_cache
 
 from autopatch.errors import ValidationError
 
-_KB = re.compile(r"(?:KB)?(\d{6,7})", re.IGNORECASE)
-_CVE = re.compile(r"CVE-\d{4}-\d{4,7}|ADV\d{6}")
-_MONTH = re.compile(r"(\d{4})-(\d{2})")
-_DOCUMENT_ID = re.compile(r"(\d{4})-([A-Z][a-z]{2})")
-_BUILD = re.compile(r"\d{1,5}\.\d{1,5}\.\d{1,6}\.\d{1,6}")
+# Identifiers are ASCII: ``\d`` would accept any Unicode digit (full-width "KB5034129"), which is then
+# stored, sent to SSM and fails there; re.ASCII also keeps IGNORECASE from matching the Kelvin sign.
+_KB = re.compile(r"(?:KB)?([0-9]{6,7})", re.IGNORECASE | re.ASCII)
+_CVE = re.compile(r"CVE-[0-9]{4}-[0-9]{4,7}|ADV[0-9]{6}", re.ASCII)
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
+# Microsoft's ids: "2024-Jan", but also "2018-FEB" (the index's only upper-cased one) and
+# out-of-band documents such as "2017-May-B".
+_DOCUMENT_ID = re.compile(r"([0-9]{4})-([A-Za-z]{3})(?:-[A-Za-z0-9]{1,8})?", re.ASCII)
+_BUILD = re.compile(r"[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,6}\.[0-9]{1,6}", re.ASCII)
+_PARTIAL_BUILD = re.compile(r"[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,6}(?:\.[0-9]{1,6})?", re.ASCII)
 
 MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH_NUMBERS = {name.lower(): number for number, name in enumerate(MONTH_ABBREVIATIONS, start=1)}
 KB_RULE = "a KB is 'KB' followed by 6 or 7 digits, e.g. KB5034129"
 
 
@@ -81,18 +87,23 @@ def parse_month(value: str, field: str = "month") -> Month:
     numeric = _MONTH.fullmatch(text)
     if numeric and 1 <= int(numeric.group(2)) <= 12:
         return Month(int(numeric.group(1)), int(numeric.group(2)))
-    named = _DOCUMENT_ID.fullmatch(text)
-    if named and named.group(2) in MONTH_ABBREVIATIONS:
-        return Month(int(named.group(1)), MONTH_ABBREVIATIONS.index(named.group(2)) + 1)
+    named = month_of_document(text)
+    if named is not None:
+        return named
     raise ValidationError(field, value, "a month is YYYY-MM with MM from 01 to 12, e.g. 2024-01")
 
 
 def month_of_document(document_id: str) -> Month | None:
-    """The month a monthly document id names; None for odd ids such as ``2017-May-B``."""
-    named = _DOCUMENT_ID.fullmatch(document_id)
-    if named is None or named.group(2) not in MONTH_ABBREVIATIONS:
+    """The month an MSRC document id names, whatever its case ("2018-FEB") or suffix ("2017-May-B").
+
+    Out-of-band documents belong to the month they were released in; None for ids that name no
+    month at all (the index's "1999-Sep" Mariner notes still parse: they are dated, not monthly).
+    """
+    named = _DOCUMENT_ID.fullmatch(document_id.strip())
+    number = _MONTH_NUMBERS.get(named.group(2).lower()) if named else None
+    if named is None or number is None:
         return None
-    return Month(int(named.group(1)), MONTH_ABBREVIATIONS.index(named.group(2)) + 1)
+    return Month(int(named.group(1)), number)
 
 
 def is_windows_build(value: str) -> bool:
@@ -102,8 +113,22 @@ def is_windows_build(value: str) -> bool:
 
 def parse_build(value: str, field: str = "build") -> tuple[int, int, int, int]:
     """Parse ``10.0.20348.2227`` into a comparable tuple."""
-    text = value.strip()
+    text = value.strip() if isinstance(value, str) else ""
     if not is_windows_build(text):
         raise ValidationError(field, value, "a build is four dot-separated numbers, e.g. 10.0.20348.2227")
     major, minor, build, revision = (int(part) for part in text.split("."))
     return major, minor, build, revision
+
+
+def parse_partial_build(value: str, field: str = "build") -> tuple[tuple[int, int, int], int | None]:
+    """``10.0.17763.253`` → ((10, 0, 17763), 253); ``10.0.17763`` → ((10, 0, 17763), None).
+
+    ``systeminfo`` prints the build without its revision (the UBR), so typed-in facts may lack it.
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    if _PARTIAL_BUILD.fullmatch(text) is None:
+        raise ValidationError(
+            field, value, "a build is three or four dot-separated numbers, e.g. 10.0.20348.2227 or 10.0.20348"
+        )
+    parts = [int(part) for part in text.split(".")]
+    return (parts[0], parts[1], parts[2]), parts[3] if len(parts) == 4 else None

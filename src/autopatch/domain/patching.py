@@ -32,8 +32,9 @@ class KbState(StrEnum):
 
 
 class RunStatus(StrEnum):
-    PENDING = "Pending"
+    PENDING = "Pending"  # servers claimed; being scanned and planned, or waiting for its driver
     RUNNING = "Running"
+    CANCELLING = "Cancelling"  # cancelled: KBs not started are Cancelled, in-flight installs finish
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
@@ -41,6 +42,11 @@ class RunStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+
+
+UNFINISHED_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLING)
+# A server of an unfinished run with work left: no other run may touch it meanwhile.
+HELD_SERVER_STATUSES = ("Pending", "Running")
 
 
 # None = the KB has no state yet (classification at planning time).

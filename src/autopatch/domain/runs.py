@@ -17,6 +17,9 @@ class RunRecord:
     started_at: str | None = None
     finished_at: str | None = None
     reason: str = ""
+    owner: str | None = None  # the process driving the run (see engine/ownership.py)
+    lease_expires: float | None = None  # epoch seconds: after this, another process may take over
+    planned: bool = True  # False between claiming the servers and storing the scanned plan
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +29,7 @@ class RunServer:
     name: str
     product: str | None
     build_before: str | None
-    status: str = "Pending"  # Pending | Running | Done | Failed | Skipped
+    status: str = "Pending"  # Pending | Running | Done | Failed | Skipped | Cancelled
     build_after: str | None = None
     reboots: int = 0
     started_at: str | None = None

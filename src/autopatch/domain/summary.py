@@ -29,6 +29,8 @@ class ServerSummary:
     duration_seconds: float = 0.0
     build_before: str | None = None
     build_after: str | None = None
+    status: str = "Done"  # the run's server status: Done | Failed | Skipped | Cancelled | Pending | Running
+    reason: str = ""  # why it was skipped or failed as a whole (offline, not identified…)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,8 @@
-"""Planning a patch run: scan the targets, classify every relevant KB, store the run.
+"""Planning a patch run: claim the servers, scan them, classify every relevant KB, store the plan.
+
+A run claims its servers first (``start_run``: one transaction that refuses servers an unfinished
+run holds), then scans them: a plan is only ever made from a scan taken while the run held the
+servers, so a KB another run just installed shows as Already Installed instead of being sent again.
 
 A KB is relevant when it fixes a catalog CVE of the server's product (at or above the minimum
 severity), or when the operator named it. Each is classified Already Installed, Superseded,
@@ -8,17 +12,21 @@ first, then the cumulative update, then the rest.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from autopatch.assessment import load_product_catalog, server_facts
-from autopatch.domain.exposure import KbStatus, ProductCatalog, classify_kb, severity_rank
-from autopatch.domain.fleet import Instance
+from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
+from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.patching import KbState, RunStatus, install_order
+from autopatch.domain.product_catalog import ProductCatalog
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
+from autopatch.engine.ownership import LEASE_SECONDS, RunLease, new_owner_id
+from autopatch.errors import NotFoundError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.scanning import ProgressCallback, identify, scan_instances
 from autopatch.store.sqlite import SqliteStore
@@ -36,6 +44,7 @@ class RunPlan:
     run: RunRecord
     servers: list[RunServer] = field(default_factory=list)
     items: list[RunItem] = field(default_factory=list)
+    scans: dict[str, ScanReport] = field(default_factory=dict)
 
     def pending(self, instance_id: str) -> list[RunItem]:
         return [i for i in self.items if i.instance_id == instance_id and i.state is KbState.PENDING]
@@ -46,6 +55,32 @@ class RunPlan:
 
 def new_run_id(kind: str) -> str:
     return f"{kind[0]}-{datetime.now(UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def new_run(kind: str, options: dict[str, object], owner: str | None = None, planned: bool = True) -> RunRecord:
+    lease = time.time() + LEASE_SECONDS if owner else None
+    created = datetime.now(UTC).isoformat()
+    return RunRecord(new_run_id(kind), kind, RunStatus.PENDING, created, options, None, None, "", owner, lease, planned)
+
+
+def start_run(
+    store: SqliteStore, kind: str, targets: Collection[Instance], options: dict[str, object]
+) -> tuple[RunRecord, RunLease]:
+    """Create the run holding ``targets``, owned by this process; ``ConflictError`` if one is held."""
+    owner = new_owner_id()
+    run = new_run(kind, options, owner=owner, planned=False)
+    store.create_run(run, [RunServer(run.run_id, t.instance_id, t.name, None, None) for t in targets], [])
+    return run, RunLease(store, run.run_id, owner)
+
+
+def check_kbs_known(store: SqliteStore, kbs: Collection[str]) -> list[str]:
+    """The canonical KB ids, each of which must be in the catalog (an unknown one is an input error)."""
+    canonical = [parse_kb(kb) for kb in kbs]
+    known = {record.fix.kb for record in store.fixes_for_kbs([int(kb[2:]) for kb in canonical])} if canonical else set()
+    for kb in canonical:
+        if int(kb[2:]) not in known:
+            raise NotFoundError(f"kb: {kb} is not in the catalog (no Vendor Fix names it; import its month first)")
+    return canonical
 
 
 def _relevant_kbs(catalog: ProductCatalog, min_severity: str | None) -> set[int]:
@@ -64,12 +99,14 @@ def plan_run(
     min_severity: str | None = None,
     options: dict[str, object] | None = None,
     on_progress: ProgressCallback | None = None,
+    run: RunRecord | None = None,
 ) -> RunPlan:
-    """Scan ``targets`` and classify their KBs into a plan (not stored: see ``store_plan``)."""
+    """Scan ``targets`` and classify their KBs into a plan (nothing is stored: see ``store_plan``)."""
     wanted = [parse_kb(kb) for kb in kbs]
-    run = RunRecord(new_run_id("patch"), "patch", RunStatus.PENDING, datetime.now(UTC).isoformat(), options or {})
+    run = run or new_run("patch", options or {})
     plan = RunPlan(run)
-    scans = scan_instances(fleet, store, targets, on_progress=on_progress)
+    scans = scan_instances(fleet, store, targets, on_progress=on_progress, save=False)
+    plan.scans = scans.reports
     catalogs: dict[str, ProductCatalog] = {}
     for instance in targets:
         scan = scans.reports.get(instance.instance_id)
@@ -102,7 +139,7 @@ def plan_run(
                     position,
                     state,
                     entry.subtype if entry else None,
-                    ".".join(map(str, entry.build)) if entry and entry.build else None,
+                    ".".join(map(str, entry.build)) if entry and entry.build and not entry.build_inferred else None,
                     entry.restart_required if entry else None,
                     reason=reason,
                 )
@@ -125,20 +162,39 @@ def _reason(catalog: ProductCatalog, kb: int, state: KbState) -> str:
 
 
 def _skipped(server: RunServer, reason: str) -> RunServer:
-    return RunServer(
-        server.run_id, server.instance_id, server.name, server.product, server.build_before, "Skipped", reason=reason
-    )
+    return replace(server, status="Skipped", reason=reason)
 
 
 def store_plan(store: SqliteStore, plan: RunPlan) -> str:
-    store.create_run(plan.run, plan.servers, plan.items)
+    """Store the plan and the scans it was made from: the run's own record when it was started first."""
+    if plan.run.planned:
+        store.create_run(plan.run, plan.servers, plan.items)
+    else:
+        store.save_plan(plan.run.run_id, plan.servers, plan.items)
+    store.save_scans(plan.scans.values())
     return plan.run.run_id
 
 
-def plan_retry(store: SqliteStore, instance: Instance, kb: str, product: str | None, build: str | None) -> RunPlan:
+def plan_started_run(
+    store: SqliteStore, fleet: FleetAdapter, run_id: str, on_progress: ProgressCallback | None = None
+) -> RunPlan:
+    """Scan and plan a run whose servers were claimed but not yet planned (its options say what to plan)."""
+    run = store.get_run(run_id)
+    known = {instance.instance_id: instance for instance in store.list_instances()}
+    targets = [known[s.instance_id] for s in store.run_servers(run_id) if s.instance_id in known]
+    kbs = [str(kb) for kb in run.options.get("kbs") or []]  # type: ignore[attr-defined]
+    severity = run.options.get("severity")
+    plan = plan_run(store, fleet, targets, kbs, str(severity) if severity else None, run=run, on_progress=on_progress)
+    store_plan(store, plan)
+    return plan
+
+
+def plan_retry(
+    store: SqliteStore, instance: Instance, kb: str, product: str | None, build: str | None, owner: str | None = None
+) -> RunPlan:
     """A one-KB run (the original's "retry single KB" workflow), Pending without classification."""
     canonical = parse_kb(kb)
-    run = RunRecord(new_run_id("retry"), "retry", RunStatus.PENDING, datetime.now(UTC).isoformat(), {"kb": canonical})
+    run = new_run("retry", {"kb": canonical}, owner=owner)
     plan = RunPlan(run, [RunServer(run.run_id, instance.instance_id, instance.name, product, build)])
     entry = None
     if product:
@@ -151,7 +207,7 @@ def plan_retry(store: SqliteStore, instance: Instance, kb: str, product: str | N
             0,
             KbState.PENDING,
             entry.subtype if entry else None,
-            ".".join(map(str, entry.build)) if entry and entry.build else None,
+            ".".join(map(str, entry.build)) if entry and entry.build and not entry.build_inferred else None,
             entry.restart_required if entry else None,
             reason="retry",
         )

@@ -10,8 +10,10 @@ from autopatch.domain.summary import KbOutcome, RunSummary, ServerSummary
 from autopatch.notify.base import DeliveryResult, Notifier, notify_all
 from autopatch.store.sqlite import SqliteStore
 
-# The original counted these as "completed" in its status view; we add the newer terminal states.
-COMPLETED = {s for s in KbState if s.is_terminal}
+# KBs that needed work: the status view's progress counts these only. Already Installed,
+# Superseded and Not Available are shown, but a KB nothing was done for is not progress.
+NEEDED_WORK = {KbState.PENDING, KbState.IN_PROGRESS, KbState.SUCCESS, KbState.FAILED, KbState.CANCELLED}
+DONE = {KbState.SUCCESS, KbState.FAILED, KbState.CANCELLED}
 
 
 def _time(text: str | None) -> datetime:
@@ -30,8 +32,6 @@ def build_summary(store: SqliteStore, run_id: str) -> RunSummary:
             for item in mine
             if item.state in (KbState.NOT_AVAILABLE, KbState.CANCELLED, KbState.PENDING)
         ]
-        if server.status == "Skipped":
-            skipped.insert(0, KbOutcome("(server)", server.reason))
         started, finished = server.started_at, server.finished_at
         servers.append(
             ServerSummary(
@@ -46,6 +46,8 @@ def build_summary(store: SqliteStore, run_id: str) -> RunSummary:
                 duration_seconds=(_time(finished) - _time(started)).total_seconds() if started else 0.0,
                 build_before=server.build_before,
                 build_after=server.build_after,
+                status=server.status,
+                reason=server.reason,
             )
         )
     return RunSummary(
@@ -131,14 +133,24 @@ def run_view(store: SqliteStore, run_id: str) -> dict[str, Any]:
 
 
 def instance_status(store: SqliteStore, instance_id: str) -> dict[str, Any]:
-    """The original's status view: total, completed, percentage, per-KB details (latest per KB)."""
+    """The original's status view: total, completed, percentage, per-KB details (latest per KB).
+
+    ``total`` and ``completed`` count only KBs that needed work (installed, failed, cancelled or
+    still to do); ``not_counted`` says how many KBs were classified without work, by state.
+    """
     items = store.items_of_instance(instance_id)
-    completed = sum(1 for item in items if item.state in COMPLETED)
+    needed = [item for item in items if item.state in NEEDED_WORK]
+    completed = sum(1 for item in needed if item.state in DONE)
+    not_counted: dict[str, int] = {}
+    for item in items:
+        if item.state not in NEEDED_WORK:
+            not_counted[str(item.state)] = not_counted.get(str(item.state), 0) + 1
     return {
         "instance_id": instance_id,
-        "total": len(items),
+        "total": len(needed),
         "completed": completed,
-        "percentage": round(100.0 * completed / len(items), 1) if items else 100.0,
+        "percentage": round(100.0 * completed / len(needed), 1) if needed else None,
+        "not_counted": not_counted,
         "kbs": [
             {
                 "kb": item.kb,

@@ -3,7 +3,12 @@
 Crash safety comes from the order of writes: an attempt is recorded ("sending", with a token)
 before the install command is sent, the command id right after; so a restarted engine either
 finds the command by its token and re-polls it, or knows it was never sent. A KB in Success is
-terminal (the state machine forbids InProgress again), so nothing is installed twice.
+terminal (the state machine forbids InProgress again), so nothing is installed twice. A reboot
+is recorded as intended ("reboot-pending") before it is asked for and as done with its count
+right after, so a restart between the two looks at the server instead of assuming.
+
+Only the run's lease holder drives it (``engine/ownership.py``); a store failure leaves every
+state as it was (the run stays unfinished, for ``resume``), never turns an install into Failed.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from autopatch.domain.identifiers import parse_build
 from autopatch.domain.patching import InstallVerdict, KbState, RebootPolicy, RunStatus, classify_install
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import Attempt, RunItem, RunServer
-from autopatch.errors import AutoPatchError, ExecutionError, TransientError
+from autopatch.engine.ownership import RunLease
+from autopatch.errors import AutoPatchError, ConflictError, ExecutionError, StoreError, TransientError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_install_output, parse_scan_output
 from autopatch.store.runs_sqlite import now
@@ -73,45 +79,81 @@ class Engine:
 
     # --- run level -----------------------------------------------------------------------------
 
-    def execute(self, run_id: str, options: RunOptions | None = None) -> RunStatus:
-        """Run (or resume) ``run_id`` to a terminal status."""
+    def execute(self, run_id: str, options: RunOptions | None = None, lease: RunLease | None = None) -> RunStatus:
+        """Run (or resume) ``run_id`` to a terminal status, as its one driver.
+
+        Without a ``lease`` the engine claims the run itself (and refuses with ``ConflictError``
+        when another live process drives it). It returns the run's status as it left it: not
+        terminal when the lease was lost to another process, which then finishes the run.
+        """
         run = self.store.get_run(run_id)
         if run.status.is_terminal:
             return run.status
-        options = options or RunOptions.from_dict(run.options)
-        self.store.set_run_status(run_id, RunStatus.RUNNING)
+        own = lease is None
+        if lease is None:
+            lease = RunLease.claim(self.store, run_id)
+            if lease is None:
+                held = self.store.get_run(run_id)
+                raise ConflictError(f"run: {run_id} is being driven by {held.owner} (lease until {held.lease_expires})")
+            lease.start()
+        try:
+            return self._execute(run_id, options or RunOptions.from_dict(run.options), lease)
+        finally:
+            if own:
+                lease.release()
+
+    def _execute(self, run_id: str, options: RunOptions, lease: RunLease) -> RunStatus:
+        if self.store.get_run(run_id).status is RunStatus.PENDING:
+            self.store.set_run_status(run_id, RunStatus.RUNNING)
         all_servers = self.store.run_servers(run_id)
         servers = [s for s in all_servers if s.status in ("Pending", "Running")]
         failed = sum(1 for s in all_servers if s.status == "Failed")
-        state = _RunState(failed=failed, max_errors=options.max_errors)
+        state = _RunState(failed=failed, max_errors=options.max_errors, lease=lease)
         # Servers already started before a crash go first: they hold in-flight commands.
         servers.sort(key=lambda s: s.status != "Running")
         with ThreadPoolExecutor(max_workers=max(1, options.concurrency), thread_name_prefix="patch") as pool:
             futures = [pool.submit(self._server_worker, run_id, server, options, state) for server in servers]
             for future in futures:
                 future.result()
+        if state.store_error is not None:
+            raise ExecutionError(
+                f"the store failed ({state.store_error}); run {run_id} is left unfinished: `autopatch resume` it"
+            )
+        if lease.lost.is_set():
+            return self.store.get_run(run_id).status
         return self._finish(run_id, state)
 
     def _finish(self, run_id: str, state: _RunState) -> RunStatus:
-        if self.store.get_run(run_id).status is RunStatus.CANCELLED:
+        if self.store.get_run(run_id).status in (RunStatus.CANCELLING, RunStatus.CANCELLED):
+            self.store.set_run_status(run_id, RunStatus.CANCELLED, self.store.get_run(run_id).reason)
             return RunStatus.CANCELLED
+        servers = self.store.run_servers(run_id)
+        failed = sum(1 for s in servers if s.status == "Failed")
+        skipped = [s for s in servers if s.status == "Skipped"]
         if state.stopped:
             status, reason = RunStatus.FAILED, f"stopped after {state.failed} failed server(s) (--max-errors)"
-        elif any(s.status == "Failed" for s in self.store.run_servers(run_id)):
-            status, reason = RunStatus.FAILED, "some KBs failed"
+        elif failed or skipped:
+            parts = [f"{failed} server(s) with failed KBs"] if failed else []
+            if skipped:
+                parts.append(f"{len(skipped)} server(s) not patched ({_reasons(skipped)})")
+            status, reason = RunStatus.FAILED, "; ".join(parts)
         else:
             status, reason = RunStatus.SUCCEEDED, ""
         self.store.set_run_status(run_id, status, reason)
         return status
 
     def cancelled(self, run_id: str) -> bool:
-        return self.store.get_run(run_id).status is RunStatus.CANCELLED
+        return self.store.get_run(run_id).status in (RunStatus.CANCELLING, RunStatus.CANCELLED)
 
     def _server_worker(self, run_id: str, server: RunServer, options: RunOptions, state: _RunState) -> None:
         if server.status == "Pending" and not state.may_start():
             return  # --max-errors reached: this server's KBs stay Pending
         try:
-            failed = self.patch_server(run_id, server, options)
+            failed = self.patch_server(run_id, server, options, state)
+        except StoreError as exc:  # nothing can be recorded: leave every state as it is, for resume
+            state.store_error = exc
+            self.on_event(server.instance_id, "", "store error", str(exc)[:100])
+            return
         except AutoPatchError as exc:  # an unexpected failure of one server never stops the others
             reason = f"{type(exc).__name__}: {exc}"[:500]
             for item in self.store.run_items(run_id, server.instance_id):
@@ -124,33 +166,38 @@ class Engine:
 
     # --- server level --------------------------------------------------------------------------
 
-    def patch_server(self, run_id: str, server: RunServer, options: RunOptions) -> bool:
+    def patch_server(self, run_id: str, server: RunServer, options: RunOptions, state: _RunState) -> bool:
         """Install the server's Pending KBs in order; return whether any failed."""
         instance_id = server.instance_id
         if server.status == "Pending":
             self.store.update_server(run_id, instance_id, status="Running", started_at=now())
-        failed = False
+        failed = cancelled = False
         for item in self.store.run_items(run_id, instance_id):
+            if state.lease.lost.is_set():
+                return False  # another process drives the run now: it continues from the stored states
             if item.state is KbState.PENDING and self.cancelled(run_id):
                 self._move(item, KbState.CANCELLED, "run cancelled")
+                cancelled = True
                 continue
             if item.state is KbState.PENDING:
                 self._move(item, KbState.IN_PROGRESS, "")
             elif item.state is not KbState.IN_PROGRESS:
+                cancelled = cancelled or item.state is KbState.CANCELLED
                 continue
             ok = self._complete_item(run_id, item, options)
             failed = failed or not ok
         if options.reboot is RebootPolicy.ALWAYS_AT_END:
             failed = self._reboot_at_end(run_id, instance_id, options) or failed
         build = self._current_build(instance_id)
-        self.store.update_server(
-            run_id, instance_id, status="Failed" if failed else "Done", finished_at=now(), build_after=build
-        )
+        status = "Failed" if failed else "Cancelled" if cancelled and self.cancelled(run_id) else "Done"
+        self.store.update_server(run_id, instance_id, status=status, finished_at=now(), build_after=build)
         return failed
 
     def _complete_item(self, run_id: str, item: RunItem, options: RunOptions) -> bool:
         try:
             verdict, attempt = self._install(run_id, item, options)
+        except StoreError:
+            raise  # the store's failure, not the install's: the KB keeps its state
         except ExecutionError as exc:
             self._move(item, KbState.FAILED, str(exc)[:500])
             return False
@@ -162,11 +209,10 @@ class Engine:
             self._move(item, KbState.SUCCESS, note, reboot_required=verdict.reboot_required)
             return True
         if options.reboot is RebootPolicy.ALWAYS_AT_END:
-            self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="awaiting-reboot")
+            if attempt.phase == "done":
+                self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="awaiting-reboot")
             return True
-        if attempt.phase != "rebooting":
-            self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="rebooting")
-            self._reboot(run_id, item.instance_id)
+        self._reboot_once(run_id, item.instance_id, [(item, attempt)], options)
         return self._verify(run_id, [item], options)
 
     # --- one install, resumable ----------------------------------------------------------------
@@ -189,7 +235,7 @@ class Engine:
                 self._recover_send(run_id, item, last)
             elif last.phase == "sent":
                 self._wait_install(run_id, item, last, options)
-            else:  # done, rebooting, awaiting-reboot: the verdict is stored
+            else:  # done, reboot-pending, rebooting, awaiting-reboot: the verdict is stored
                 return _stored_verdict(last), last
 
     def _send(self, run_id: str, item: RunItem) -> None:
@@ -277,10 +323,33 @@ class Engine:
 
     # --- reboots and verification ----------------------------------------------------------------
 
-    def _reboot(self, run_id: str, instance_id: str) -> None:
+    def _reboot_once(
+        self, run_id: str, instance_id: str, waiting: list[tuple[RunItem, Attempt]], options: RunOptions
+    ) -> None:
+        """Reboot for these KBs unless it was done: intent first, then the call, then its record.
+
+        After a crash between the intent and the record, the server itself says whether the reboot
+        happened: a reboot still pending means it did not (or not yet), so it is asked for again.
+        """
+        phases = {attempt.phase for _, attempt in waiting}
+        if phases == {"rebooting"}:
+            return  # asked for and counted before a crash: verification follows
+        if "reboot-pending" in phases:
+            scan = self._scan(instance_id, options)
+            if scan is not None and not scan.pending_reboot:
+                self._record_reboot(run_id, instance_id, waiting, sent=False)
+                return
+        for item, attempt in waiting:
+            self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="reboot-pending")
         self.on_event(instance_id, "", "rebooting", "")
         self.fleet.reboot(instance_id)
-        self.store.count_reboot(run_id, instance_id)
+        self._record_reboot(run_id, instance_id, waiting, sent=True)
+
+    def _record_reboot(self, run_id: str, instance_id: str, waiting: list[tuple[RunItem, Attempt]], sent: bool) -> None:
+        """The reboot happened (``sent`` now, or by a crashed predecessor): count it once, with the phases."""
+        self.store.record_reboot(run_id, instance_id, [(item.kb, attempt.attempt) for item, attempt in waiting])
+        if not sent:
+            self.on_event(instance_id, "", "rebooted", "before a restart of the engine")
 
     def _await_online(self, instance_id: str, options: RunOptions) -> bool:
         deadline = self.clock() + options.reboot_timeout
@@ -320,19 +389,16 @@ class Engine:
     def _reboot_at_end(self, run_id: str, instance_id: str, options: RunOptions) -> bool:
         latest = {attempt.kb: attempt for attempt in self.store.attempts(run_id, instance_id)}  # ordered by attempt
         waiting = [
-            item
+            (item, latest[item.kb])
             for item in self.store.run_items(run_id, instance_id)
             if item.state is KbState.IN_PROGRESS
             and item.kb in latest
-            and latest[item.kb].phase in ("awaiting-reboot", "rebooting")
+            and latest[item.kb].phase in ("awaiting-reboot", "reboot-pending", "rebooting")
         ]
         if not waiting:
             return False
-        if all(latest[item.kb].phase == "awaiting-reboot" for item in waiting):  # not rebooted before a crash
-            for item in waiting:
-                self.store.update_attempt(run_id, instance_id, item.kb, latest[item.kb].attempt, phase="rebooting")
-            self._reboot(run_id, instance_id)
-        return not self._verify(run_id, waiting, options)
+        self._reboot_once(run_id, instance_id, waiting, options)
+        return not self._verify(run_id, [item for item, _ in waiting], options)
 
     def _scan(self, instance_id: str, options: RunOptions) -> ScanReport | None:
         try:
@@ -364,7 +430,9 @@ class _RunState:
 
     failed: int
     max_errors: int | None
+    lease: RunLease
     stopped: bool = False
+    store_error: StoreError | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def may_start(self) -> bool:
@@ -382,6 +450,14 @@ def _stored_verdict(attempt: Attempt) -> InstallVerdict:
     return InstallVerdict(
         attempt.status or "failure", bool(attempt.reboot_required), attempt.output_tail.split("\n", 1)[0]
     )
+
+
+def _reasons(servers: list[RunServer]) -> str:
+    counted: dict[str, int] = {}
+    for server in servers:
+        reason = server.reason.split(":", 1)[-1].strip() if server.reason.startswith("not scanned") else server.reason
+        counted[reason[:60]] = counted.get(reason[:60], 0) + 1
+    return ", ".join(f"{count} {reason}" for reason, count in counted.items())
 
 
 def _same_branch_reached(build: str, fixed_build: str) -> bool:

@@ -79,6 +79,8 @@ def _outcomes_text(outcomes: Sequence[KbOutcome]) -> list[str]:
 
 def _server_rows(server: ServerSummary) -> list[tuple[str, list[str]]]:
     """The table both renderers print, as (label, values) with empty lists meaning "none"."""
+    if server.status == "Skipped":  # never touched: no KB rows, no build change to report
+        return [("Not patched", [server.reason or "skipped"]), ("Build", [server.build_before or "not scanned"])]
     return [
         ("Already installed", list(server.already_installed)),
         ("Installed now", list(server.installed_now)),

@@ -19,6 +19,7 @@ from autopatch.domain.catalog import (
     ProductSummary,
     StoredDocument,
 )
+from autopatch.domain.runs import RunRecord
 
 
 class CatalogStore(Protocol):
@@ -62,3 +63,17 @@ class CatalogStore(Protocol):
         """Totals for summaries: documents, cves, products, kbs, entries."""
 
     def close(self) -> None: ...
+
+
+class RunLeaseStore(Protocol):
+    """What run ownership needs: read a run, and take, renew and give up its lease atomically."""
+
+    def get_run(self, run_id: str) -> RunRecord: ...
+
+    def claim_run(
+        self, run_id: str, owner: str, lease_expires: float, now_epoch: float, dead_owner: str = ""
+    ) -> bool: ...
+
+    def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> bool: ...
+
+    def release_run(self, run_id: str, owner: str) -> None: ...

@@ -37,6 +37,12 @@ FLEET_MIGRATION = """
         PRIMARY KEY (instance_id, scanned_at)
     ) WITHOUT ROWID;
 """
+# "offline since …" needs the moment discovery first found a server offline.
+OFFLINE_SINCE_MIGRATION = "ALTER TABLE instances ADD COLUMN offline_since TEXT"
+INSTANCE_COLUMNS = (
+    "instance_id, name, platform_name, platform_version, online, ip_address, ami_id, ami_name, tags, "
+    "discovered_at, offline_since"
+)
 
 
 def instance_row(instance: Instance, discovered_at: datetime) -> tuple[Any, ...]:
@@ -51,11 +57,12 @@ def instance_row(instance: Instance, discovered_at: datetime) -> tuple[Any, ...]
         instance.ami_name,
         json.dumps(instance.tags, sort_keys=True),
         discovered_at.isoformat(timespec="seconds"),
+        None if instance.online else discovered_at.isoformat(timespec="seconds"),
     )
 
 
 def instance_from_row(row: tuple[Any, ...]) -> Instance:
-    instance_id, name, platform_name, platform_version, online, ip, ami_id, ami_name, tags, _ = row
+    instance_id, name, platform_name, platform_version, online, ip, ami_id, ami_name, tags, _, offline_since = row
     return Instance(
         instance_id=instance_id,
         name=name,
@@ -66,6 +73,7 @@ def instance_from_row(row: tuple[Any, ...]) -> Instance:
         ami_id=ami_id,
         ami_name=ami_name,
         tags=json.loads(tags),
+        offline_since=offline_since,
     )
 
 

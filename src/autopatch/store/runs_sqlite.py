@@ -3,6 +3,11 @@
 The original's progress rows expired five minutes after their last update (defect 3); here
 nothing has a TTL: runs, per-KB states, their transitions and each attempt's command id, exit
 code, timings and output tail are history. Each call is one transaction.
+
+One driver per run, across processes: a run has an owner and a lease (``owner``,
+``lease_expires``), taken and renewed by conditional UPDATEs, so a second CLI, the server or a
+``resume`` can never drive the same run at once; and a new run claims its servers in the same
+transaction that checks no unfinished run holds them.
 """
 
 from __future__ import annotations
@@ -12,9 +17,15 @@ import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
-from autopatch.domain.patching import KbState, RunStatus, check_transition
+from autopatch.domain.patching import (
+    HELD_SERVER_STATUSES,
+    UNFINISHED_RUN_STATUSES,
+    KbState,
+    RunStatus,
+    check_transition,
+)
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
-from autopatch.errors import NotFoundError
+from autopatch.errors import ConflictError, NotFoundError, StateError
 
 RUNS_MIGRATION = """
     CREATE TABLE runs (
@@ -94,6 +105,17 @@ RUNS_MIGRATION = """
         at TEXT NOT NULL
     );
 """
+RUN_OWNER_MIGRATION = """
+    ALTER TABLE runs ADD COLUMN owner TEXT;
+    ALTER TABLE runs ADD COLUMN lease_expires REAL;
+    ALTER TABLE runs ADD COLUMN planned INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX run_servers_by_instance ON run_servers (instance_id, status)
+"""
+_RUN_COLUMNS = (
+    "run_id, kind, status, created_at, options, started_at, finished_at, reason, owner, lease_expires, planned"
+)
+_UNFINISHED = ",".join(f"'{status}'" for status in UNFINISHED_RUN_STATUSES)
+_HELD = ",".join(f"'{status}'" for status in HELD_SERVER_STATUSES)
 
 
 def now() -> str:
@@ -101,8 +123,20 @@ def now() -> str:
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:
-    run_id, kind, status, created_at, options, started_at, finished_at, reason = row
-    return RunRecord(run_id, kind, RunStatus(status), created_at, json.loads(options), started_at, finished_at, reason)
+    run_id, kind, status, created_at, options, started_at, finished_at, reason, owner, lease_expires, planned = row
+    return RunRecord(
+        run_id,
+        kind,
+        RunStatus(status),
+        created_at,
+        json.loads(options),
+        started_at,
+        finished_at,
+        reason,
+        owner,
+        lease_expires,
+        bool(planned),
+    )
 
 
 def _item(row: tuple[Any, ...]) -> RunItem:
@@ -136,12 +170,44 @@ class RunTables:
     _query: Any  # provided by SqliteStore
 
     def create_run(self, run: RunRecord, servers: list[RunServer], items: list[RunItem]) -> None:
-        """A run, its servers and their classified KBs, all or nothing."""
+        """A run, its servers and their classified KBs, all or nothing.
+
+        Refused with ``ConflictError`` when an unfinished run still has work on one of the servers:
+        the check and the insert are one IMMEDIATE transaction, so two processes cannot both pass it.
+        ``run.owner``/``run.lease_expires`` make the creator the run's driver from the start.
+        """
         stamp = now()
         with self._transaction() as db:
+            ids = [s.instance_id for s in servers]
+            for start in range(0, len(ids), 500):
+                batch = ids[start : start + 500]
+                held = db.execute(
+                    f"SELECT s.instance_id, r.run_id, r.status FROM run_servers s JOIN runs r USING (run_id) "
+                    f"WHERE s.instance_id IN ({','.join('?' * len(batch))}) AND r.status IN ({_UNFINISHED}) "
+                    f"AND s.status IN ({_HELD}) LIMIT 1",
+                    batch,
+                ).fetchone()
+                if held is not None:
+                    instance_id, other, status = held
+                    raise ConflictError(
+                        f"instance_id: {instance_id} is held by run {other} ({status}); wait for it, "
+                        f"`autopatch resume` it or `autopatch cancel {other}`"
+                    )
             db.execute(
-                "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run.run_id, run.kind, run.status, run.created_at, json.dumps(run.options), None, None, ""),
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run.run_id,
+                    run.kind,
+                    run.status,
+                    run.created_at,
+                    json.dumps(run.options),
+                    None,
+                    None,
+                    "",
+                    run.owner,
+                    run.lease_expires,
+                    int(run.planned),
+                ),
             )
             db.executemany(
                 "INSERT INTO run_servers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,8 +228,36 @@ class RunTables:
                     for s in servers
                 ],
             )
-            for item in items:
-                check_transition(None, item.state, f"{item.instance_id}/{item.kb}")
+            self._insert_items(db, items, stamp)
+
+    def save_plan(self, run_id: str, servers: list[RunServer], items: list[RunItem]) -> None:
+        """Store the scanned plan of a run created unplanned (its servers claimed first), all or nothing."""
+        stamp = now()
+        with self._transaction() as db:
+            row = db.execute("SELECT status, planned FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"run: {run_id!r} is not a known run")
+            if row[1]:
+                raise StateError(f"run {run_id} is already planned")
+            db.executemany(
+                "UPDATE run_servers SET product = ?, build_before = ?, status = ?, reason = ? "
+                "WHERE run_id = ? AND instance_id = ?",
+                [(s.product, s.build_before, s.status, s.reason, run_id, s.instance_id) for s in servers],
+            )
+            self._insert_items(db, items, stamp)
+            if row[0] != RunStatus.PENDING:  # cancelled while it was being scanned: nothing starts
+                for item in items:
+                    if item.state is KbState.PENDING:
+                        self._transition(
+                            db, run_id, item.instance_id, item.kb, KbState.CANCELLED, "run cancelled", None, stamp
+                        )
+            db.execute("UPDATE runs SET planned = 1 WHERE run_id = ?", (run_id,))
+
+    @staticmethod
+    def _insert_items(db: sqlite3.Connection, items: list[RunItem], stamp: str) -> None:
+        for item in items:
+            check_transition(None, item.state, f"{item.instance_id}/{item.kb}")
+        if items:
             db.executemany(
                 "INSERT INTO run_items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -188,6 +282,79 @@ class RunTables:
                 [(i.run_id, i.instance_id, i.kb, i.state, stamp, i.reason) for i in items],
             )
 
+    # --- ownership -------------------------------------------------------------------------------
+
+    def claim_run(self, run_id: str, owner: str, lease_expires: float, now_epoch: float, dead_owner: str = "") -> bool:
+        """Become the run's driver if nobody drives it: no owner, an expired lease, or ``dead_owner``.
+
+        ``dead_owner`` is an owner the caller found dead (a local process that no longer exists);
+        naming it makes the take-over conditional on that exact owner still being recorded.
+        """
+        with self._transaction() as db:
+            cursor = db.execute(
+                f"UPDATE runs SET owner = ?, lease_expires = ? WHERE run_id = ? AND status IN ({_UNFINISHED}) "
+                "AND (owner IS NULL OR lease_expires IS NULL OR lease_expires < ? OR owner = ? OR owner = ?)",
+                (owner, lease_expires, run_id, now_epoch, owner, dead_owner or owner),
+            )
+            return bool(cursor.rowcount == 1)
+
+    def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> bool:
+        """Extend our lease; False when another process took the run over (our lease had lapsed)."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET lease_expires = ? WHERE run_id = ? AND owner = ?", (lease_expires, run_id, owner)
+            )
+            return bool(cursor.rowcount == 1)
+
+    def release_run(self, run_id: str, owner: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET owner = NULL, lease_expires = NULL WHERE run_id = ? AND owner = ?", (run_id, owner)
+            )
+
+    def cancel_run(self, run_id: str, reason: str) -> RunStatus:
+        """Cancel at once: KBs not started become Cancelled, servers with nothing in flight are done.
+
+        The run is Cancelled when nothing is in flight, else Cancelling until its driver has
+        recorded the in-flight installs' results (a KB being installed is never cut half-way).
+        """
+        stamp = now()
+        with self._transaction() as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise NotFoundError(f"run: {run_id!r} is not a known run (see `autopatch runs`)")
+            if RunStatus(row[0]).is_terminal:
+                raise StateError(f"run {run_id} is already {row[0]}")
+            pending = db.execute(
+                "SELECT instance_id, kb FROM run_items WHERE run_id = ? AND state = ?", (run_id, KbState.PENDING)
+            ).fetchall()
+            for instance_id, kb in pending:
+                self._transition(db, run_id, instance_id, kb, KbState.CANCELLED, reason, None, stamp)
+            busy = {
+                instance_id
+                for (instance_id,) in db.execute(
+                    "SELECT DISTINCT instance_id FROM run_items WHERE run_id = ? AND state = ?",
+                    (run_id, KbState.IN_PROGRESS),
+                )
+            }
+            servers = db.execute(
+                f"SELECT instance_id FROM run_servers WHERE run_id = ? AND status IN ({_HELD})", (run_id,)
+            ).fetchall()
+            for (instance_id,) in servers:
+                if instance_id not in busy:
+                    db.execute(
+                        "UPDATE run_servers SET status = 'Cancelled', reason = ?, finished_at = ? "
+                        "WHERE run_id = ? AND instance_id = ?",
+                        (reason, stamp, run_id, instance_id),
+                    )
+            status = RunStatus.CANCELLING if busy else RunStatus.CANCELLED
+            db.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished_at = CASE WHEN ? THEN ? ELSE finished_at END "
+                "WHERE run_id = ?",
+                (status, reason, status.is_terminal, stamp, run_id),
+            )
+            return status
+
     def transition_item(
         self,
         run_id: str,
@@ -199,24 +366,36 @@ class RunTables:
     ) -> None:
         """Move one KB to ``new`` if the state machine allows it, recording when and why."""
         with self._transaction() as db:
-            row = db.execute(
-                "SELECT state FROM run_items WHERE run_id = ? AND instance_id = ? AND kb = ?", (run_id, instance_id, kb)
-            ).fetchone()
-            if row is None:
-                raise NotFoundError(f"run {run_id} has no KB {kb} for instance {instance_id}")
-            current = KbState(row[0])
-            check_transition(current, new, f"{run_id}/{instance_id}/{kb}")
-            stamp = now()
-            db.execute(
-                "UPDATE run_items SET state = ?, reason = ?, updated_at = ?, "
-                "reboot_required = coalesce(?, reboot_required) WHERE run_id = ? AND instance_id = ? AND kb = ?",
-                (new, reason, stamp, reboot_required, run_id, instance_id, kb),
-            )
-            db.execute(
-                "INSERT INTO item_transitions SELECT ?, ?, ?, coalesce(max(seq), -1) + 1, ?, ?, ?, ? "
-                "FROM item_transitions WHERE run_id = ? AND instance_id = ? AND kb = ?",
-                (run_id, instance_id, kb, current, new, stamp, reason, run_id, instance_id, kb),
-            )
+            self._transition(db, run_id, instance_id, kb, new, reason, reboot_required, now())
+
+    @staticmethod
+    def _transition(
+        db: sqlite3.Connection,
+        run_id: str,
+        instance_id: str,
+        kb: str,
+        new: KbState,
+        reason: str,
+        reboot_required: bool | None,
+        stamp: str,
+    ) -> None:
+        row = db.execute(
+            "SELECT state FROM run_items WHERE run_id = ? AND instance_id = ? AND kb = ?", (run_id, instance_id, kb)
+        ).fetchone()
+        if row is None:
+            raise NotFoundError(f"run {run_id} has no KB {kb} for instance {instance_id}")
+        current = KbState(row[0])
+        check_transition(current, new, f"{run_id}/{instance_id}/{kb}")
+        db.execute(
+            "UPDATE run_items SET state = ?, reason = ?, updated_at = ?, "
+            "reboot_required = coalesce(?, reboot_required) WHERE run_id = ? AND instance_id = ? AND kb = ?",
+            (new, reason, stamp, reboot_required, run_id, instance_id, kb),
+        )
+        db.execute(
+            "INSERT INTO item_transitions SELECT ?, ?, ?, coalesce(max(seq), -1) + 1, ?, ?, ?, ? "
+            "FROM item_transitions WHERE run_id = ? AND instance_id = ? AND kb = ?",
+            (run_id, instance_id, kb, current, new, stamp, reason, run_id, instance_id, kb),
+        )
 
     def start_attempt(self, run_id: str, instance_id: str, kb: str, token: str) -> int:
         """Record the intent to send BEFORE sending: a crash after it is never blind."""
@@ -265,11 +444,17 @@ class RunTables:
                 (*fields.values(), run_id, instance_id),
             )
 
-    def count_reboot(self, run_id: str, instance_id: str) -> None:
+    def record_reboot(self, run_id: str, instance_id: str, attempts: list[tuple[str, int]]) -> None:
+        """A reboot happened for these (KB, attempt)s: their phase and the server's count move together."""
         with self._transaction() as db:
             db.execute(
                 "UPDATE run_servers SET reboots = reboots + 1 WHERE run_id = ? AND instance_id = ?",
                 (run_id, instance_id),
+            )
+            db.executemany(
+                "UPDATE attempts SET phase = 'rebooting' "
+                "WHERE run_id = ? AND instance_id = ? AND kb = ? AND attempt = ?",
+                [(run_id, instance_id, kb, attempt) for kb, attempt in attempts],
             )
 
     def set_run_status(self, run_id: str, status: RunStatus, reason: str = "") -> None:
@@ -288,16 +473,26 @@ class RunTables:
     # --- reads ---------------------------------------------------------------------------------
 
     def get_run(self, run_id: str) -> RunRecord:
-        rows = self._query("SELECT * FROM runs WHERE run_id = ?", (run_id,))
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             raise NotFoundError(f"run: {run_id!r} is not a known run (see `autopatch runs`)")
         return _run(rows[0])
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        return [_run(row) for row in self._query("SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))]
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [_run(row) for row in rows]
+
+    def run_holding(self, instance_id: str) -> str | None:
+        """The unfinished run that still has work on this server, if any."""
+        rows = self._query(
+            f"SELECT r.run_id FROM run_servers s JOIN runs r USING (run_id) WHERE s.instance_id = ? "
+            f"AND r.status IN ({_UNFINISHED}) AND s.status IN ({_HELD}) LIMIT 1",
+            (instance_id,),
+        )
+        return str(rows[0][0]) if rows else None
 
     def unfinished_runs(self) -> list[RunRecord]:
-        rows = self._query("SELECT * FROM runs WHERE status IN ('Pending', 'Running') ORDER BY created_at")
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE status IN ({_UNFINISHED}) ORDER BY created_at")
         return [_run(row) for row in rows]
 
     def run_servers(self, run_id: str) -> list[RunServer]:

@@ -7,8 +7,10 @@ way leaves the database exactly as it was. ``sqlite3`` errors are translated int
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
@@ -27,9 +29,17 @@ from autopatch.domain.catalog import (
     kb_article_url,
 )
 from autopatch.domain.fleet import Instance, ScanReport
-from autopatch.errors import StoreError
-from autopatch.store.fleet_sqlite import FLEET_MIGRATION, instance_from_row, instance_row, scan_from_row, scan_row
-from autopatch.store.runs_sqlite import RUNS_MIGRATION, RunTables
+from autopatch.errors import StoreError, ValidationError
+from autopatch.store.fleet_sqlite import (
+    FLEET_MIGRATION,
+    INSTANCE_COLUMNS,
+    OFFLINE_SINCE_MIGRATION,
+    instance_from_row,
+    instance_row,
+    scan_from_row,
+    scan_row,
+)
+from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUNS_MIGRATION, RunTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -100,8 +110,12 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     FLEET_MIGRATION,
     RUNS_MIGRATION,
+    OFFLINE_SINCE_MIGRATION,
+    RUN_OWNER_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
+LOCK_WAIT_SECONDS = 120.0  # how long a write waits in all for another process's write to end
 
 
 def _iso(day: date | None) -> str | None:
@@ -144,14 +158,25 @@ class SqliteStore(RunTables):
         self.path = str(path)
         self._known_products: dict[str, tuple[str, str | None]] | None = None
         self._lock = threading.RLock()
+        file = Path(self.path)
+        # A database we may not write (a copy handed to an auditor, a read-only mount) still answers reads.
+        self.read_only = self.path != ":memory:" and file.is_file() and not os.access(file, os.W_OK)
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = NORMAL")
+                file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValidationError("db", self.path, f"its folder cannot be created ({exc.strerror})") from exc
+        try:
+            if self.read_only:
+                self._db = sqlite3.connect(
+                    f"{file.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+                )
+            else:
+                self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode = WAL")
+                self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute("PRAGMA foreign_keys = ON")
-            self._db.execute("PRAGMA busy_timeout = 5000")
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
             self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the database {self.path}: {exc}") from exc
@@ -162,6 +187,8 @@ class SqliteStore(RunTables):
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} has schema version {version}; this AutoPatch knows up to {SCHEMA_VERSION}")
+        if self.read_only and version < SCHEMA_VERSION:
+            raise StoreError(f"{self.path} is read-only and needs a schema upgrade ({version} → {SCHEMA_VERSION})")
         for number in range(version, SCHEMA_VERSION):
             with self._transaction():
                 self._run_script(MIGRATIONS[number])
@@ -179,7 +206,7 @@ class SqliteStore(RunTables):
         # transaction whole (BEGIN … COMMIT never interleaves).
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._begin()
                 try:
                     yield self._db
                 except BaseException:
@@ -188,6 +215,25 @@ class SqliteStore(RunTables):
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise StoreError(f"database write failed: {exc}") from exc
+
+    def _begin(self) -> None:
+        """Take the write lock, waiting out another process's long write (a catalog import) with backoff.
+
+        SQLite's busy timeout already waits; beyond it the lock is retried for ``LOCK_WAIT_SECONDS``
+        in all, so a patch run never fails a KB because an import held the database for a while.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.05
+        while True:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() + delay > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def _query(self, sql: str, parameters: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
@@ -454,19 +500,23 @@ class SqliteStore(RunTables):
         """Upsert what discovery found; instances no longer listed are kept (history)."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT INTO instances VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+                f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (instance_id) DO UPDATE SET "
                 "name = excluded.name, platform_name = excluded.platform_name, "
                 "platform_version = excluded.platform_version, online = excluded.online, "
                 "ip_address = excluded.ip_address, ami_id = excluded.ami_id, ami_name = excluded.ami_name, "
-                "tags = excluded.tags, discovered_at = excluded.discovered_at",
+                "tags = excluded.tags, discovered_at = excluded.discovered_at, "
+                "offline_since = CASE WHEN excluded.online THEN NULL "
+                "ELSE coalesce(instances.offline_since, excluded.offline_since) END",
                 (instance_row(instance, discovered_at) for instance in instances),
             )
 
     def list_instances(self) -> list[Instance]:
-        return [instance_from_row(row) for row in self._query("SELECT * FROM instances ORDER BY name, instance_id")]
+        rows = self._query(f"SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name, instance_id")
+        return [instance_from_row(row) for row in rows]
 
     def get_instance(self, instance_id: str) -> Instance | None:
-        rows = self._query("SELECT * FROM instances WHERE instance_id = ?", (instance_id,))
+        rows = self._query(f"SELECT {INSTANCE_COLUMNS} FROM instances WHERE instance_id = ?", (instance_id,))
         return instance_from_row(rows[0]) if rows else None
 
     def save_scans(self, scans: Iterable[ScanReport]) -> None:
