@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -451,3 +452,25 @@ def test_ten_thousand_servers_build_with_unique_ids_and_names(catalog: SqliteSto
 def test_simulator_is_a_fleet_adapter(catalog: SqliteStore) -> None:
     adapter: FleetAdapter = make_simulator(catalog, WS2022_FLEET)[0]
     assert all(callable(getattr(adapter, name)) for name in ("list_instances", "send_scan", "get_command", "reboot"))
+
+
+def test_a_state_file_written_before_the_indexes_existed_opens_and_gets_them(
+    catalog: SqliteStore, tmp_path: Path
+) -> None:
+    state = tmp_path / "fleet.db"
+    clock = ManualClock()
+    with FleetSimulator(catalog, WS2022_FLEET, state_path=state, clock=clock) as first:
+        server = server_at(first, "10.0.20348.2227")
+        command_id = first.send_install(server.instance_id, "KB5034770", token="run-1/attempt-1")
+    with sqlite3.connect(state) as db:  # what the first version of the simulator wrote
+        db.execute("DROP INDEX commands_running")
+        db.execute("DROP INDEX commands_token")
+    db.close()
+    with FleetSimulator(catalog, state_path=state, clock=clock) as second:
+        assert second.find_command(server.instance_id, "run-1/attempt-1") == command_id
+        finish(second, clock, server.instance_id, command_id)
+        assert second.server(server.instance_id).build == "10.0.20348.2322"
+    with sqlite3.connect(state) as db:
+        indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    db.close()
+    assert {"commands_running", "commands_token"} <= indexes
