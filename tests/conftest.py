@@ -143,3 +143,25 @@ def lab(catalog_db: Path, tmp_path: Path) -> Iterator[tuple[SqliteStore, FleetSi
     fleet.close()
     store.close()
     catalog.close()
+
+
+@pytest.fixture
+def env(tmp_path: Path, catalog_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The CLI's environment: a copy of the session catalog and six simulated servers (seed 11, one offline)."""
+    db = tmp_path / "cli.db"
+    db.write_bytes(catalog_db.read_bytes())
+    monkeypatch.setenv("AUTOPATCH_DB", str(db))
+    monkeypatch.setenv("AUTOPATCH_SIMULATOR_SERVERS", "6")
+    monkeypatch.setenv("AUTOPATCH_SIMULATOR_SEED", "11")
+    monkeypatch.setenv("AUTOPATCH_SIMULATOR_TIME_SCALE", "50000")
+    monkeypatch.setenv("AUTOPATCH_NOTIFY", "")
+    return db
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run ``autopatch`` in-process through its real entry point: (exit code, stdout, stderr)."""
+    from autopatch.cli.app import main
+
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err

@@ -8,28 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from autopatch.cli.app import main
 from autopatch.store.sqlite import SqliteStore
 
+from .conftest import run_cli as run
 from .conftest import xml_path
-
-
-@pytest.fixture
-def env(tmp_path: Path, catalog_db: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "cli.db"
-    db.write_bytes(catalog_db.read_bytes())
-    monkeypatch.setenv("AUTOPATCH_DB", str(db))
-    monkeypatch.setenv("AUTOPATCH_SIMULATOR_SERVERS", "6")
-    monkeypatch.setenv("AUTOPATCH_SIMULATOR_SEED", "11")
-    monkeypatch.setenv("AUTOPATCH_SIMULATOR_TIME_SCALE", "50000")
-    monkeypatch.setenv("AUTOPATCH_NOTIFY", "")
-    return db
-
-
-def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_dry_run_plans_without_installing_and_a_real_run_is_recorded(

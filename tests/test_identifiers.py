@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from autopatch.domain.identifiers import Month, is_cve_id, parse_build, parse_cve, parse_kb, parse_month
+from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.errors import ValidationError
 
 
@@ -37,3 +40,29 @@ def test_builds_compare_numerically_not_as_text() -> None:
     assert parse_build("10.0.20348.2227") > parse_build("10.0.20348.999")
     with pytest.raises(ValidationError, match="four dot-separated numbers"):
         parse_build("5.15.111.1-1")
+
+
+# Full-width and Arabic-Indic digits are digits to Python's \d and int(): they were stored, sent to
+# SSM and made it raise UnicodeEncodeError out of the engine.
+@pytest.mark.parametrize(
+    ("parse", "raw"),
+    [
+        (parse_kb, "KB５０３４１２９"),
+        (parse_kb, "KB٥٠٣٤١٢٩"),
+        (parse_kb, "\u212a\u0392503412"),  # Kelvin sign and Greek Beta look like "KB"
+        (parse_cve, "CVE-２０２４-20674"),
+        (parse_month, "２０２４-01"),
+        (parse_build, "10.0.２０３４８.2227"),
+        (parse_instance_id, "i-０１２３４５６７"),
+    ],
+)
+def test_identifiers_are_ascii_only(parse: Callable[[str], object], raw: str) -> None:
+    with pytest.raises(ValidationError):
+        parse(raw)
+
+
+def test_an_error_echoes_at_most_80_characters_of_the_value() -> None:
+    with pytest.raises(ValidationError) as error:
+        parse_kb("KB" + "1" * 10_000)
+    echoed = str(error.value).split(" is invalid")[0].removeprefix("kb: ")
+    assert len(echoed) <= 80 and echoed.endswith("…")

@@ -26,6 +26,11 @@ from autopatch.domain.supersedence import walk_chain
 from autopatch.errors import NotFoundError, ValidationError
 from autopatch.store.base import CatalogStore
 
+EMPTY_CATALOG = (
+    "the catalog is empty: import Microsoft's data first, `autopatch catalog update` online or "
+    "`autopatch catalog import FILE_OR_FOLDER` offline"
+)
+
 
 @lru_cache(maxsize=4096)
 def document_month(document_id: str) -> Month | None:
@@ -53,6 +58,8 @@ def parse_severities(values: Iterable[str], field: str = "severity") -> set[str]
 def resolve_products(store: CatalogStore, name: str) -> list[Product]:
     """Products whose MSRC name equals ``name`` (spaces collapsed, any case), or whose id it is."""
     matches = store.products_named(collapse_spaces(name), name.strip())
+    if not matches and not store.list_documents():
+        raise NotFoundError(EMPTY_CATALOG)
     if not matches:
         raise NotFoundError(
             f"product: {name!r} is not in the catalog: use an exact MSRC product name "

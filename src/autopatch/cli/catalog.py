@@ -87,7 +87,12 @@ def update_command(
 def products_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Every product with its MSRC ids and counts of CVEs and KBs."""
     rows = queries.list_products(_context(ctx).store)
-    render(rows, output, title="Products")
+    if not rows and output is OutputFormat.table:
+        _context(ctx).console.print(f"No products: {queries.EMPTY_CATALOG}.", markup=False)
+        return
+    # The family column would push the table past 80 columns (Azure Linux package names are long).
+    columns = ("product_id", "product", "cves", "kbs") if output is OutputFormat.table else None
+    render(rows, output, columns=columns, title=f"Products ({len(rows)})", headers={"product_id": "id"})
 
 
 @app.command("cves")
@@ -103,12 +108,15 @@ def cves_command(
     rows = queries.find_cves(
         _context(ctx).store,
         product,
-        month=parse_month(month) if month else None,
-        severities=queries.parse_severities(severity) if severity else None,
-        cves=[parse_cve(value) for value in cve] if cve else None,
+        month=parse_month(month) if month is not None else None,
+        severities=queries.parse_severities(severity) if severity is not None else None,
+        cves=[parse_cve(value) for value in cve] if cve is not None else None,
     )
-    columns = ("cve", "product", "month", "severity", "impact", "cvss_base", "kbs", "title")
-    render(rows, output, columns=None if output is OutputFormat.json else columns, title="CVEs")
+    if output is OutputFormat.table:
+        columns = ("cve", "month", "severity", "cvss_base", "kbs", "title")
+        render(rows, output, columns=columns, title=f"CVEs of {product}: {len(rows)}", headers={"cvss_base": "cvss"})
+    else:
+        render(rows, output)
 
 
 @app.command("kb")
@@ -119,13 +127,20 @@ def kb_command(
 ) -> None:
     """One KB: products and fixed builds, CVEs, month, and its supersedence chain both ways."""
     view = queries.describe_kb(_context(ctx).store, kb)
-    if output is not OutputFormat.table:
+    if output is OutputFormat.json:
         render(view, output)
+        return
+    if output is OutputFormat.csv:  # one row per (KB, product): flat, every list joined
+        facts = {key: view[key] for key in ("kb", "month", "subtype", "restart_required", "url")}
+        chains = {key: view[key] for key in ("supersedes", "superseded_by")}
+        cves = [cve["cve"] for cve in view["cves"]]
+        render([facts | product | chains | {"cves": cves} for product in view["products"]], output)
         return
     console = _context(ctx).console.__class__()
     console.print(
-        f"[bold]{view['kb']}[/] {view['subtype'] or ''} · month {view['month']} · "
-        f"restart {view['restart_required'] or '?'} · {view['url']}"
+        f"{view['kb']} {view['subtype'] or ''} · month {view['month']} · "
+        f"restart {view['restart_required'] or '?'} · {view['url']}",
+        markup=False,
     )
     render(view["products"], output, title="Products", console=console)
     render(view["cves"], output, title="CVEs", console=console)

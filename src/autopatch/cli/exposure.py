@@ -74,6 +74,9 @@ def assess_command(
     if output is OutputFormat.json:
         render(result, output)
         return
+    if output is OutputFormat.csv:
+        render([{"product": result["product"], "build": result["build"]} | cve for cve in result["cves"]], output)
+        return
     for warning in result["warnings"]:
         context.console.print(f"warning: {warning}", markup=False, highlight=False)
     summary = result["summary"]

@@ -52,7 +52,8 @@ def list_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
             "product": short_product(row["product"]),
             "build": row["build"],
             "online": "yes" if row["online"] else f"no, since {short_time(row['offline_since'])}",
-            "tags": _tags({k: v for k, v in row["tags"].items() if k != "Name"}),
+            # Name and OS repeat the server and product columns; JSON and CSV carry every tag.
+            "tags": _tags({k: v for k, v in row["tags"].items() if k not in ("Name", "OS")}),
         }
         for row in rows
     ]

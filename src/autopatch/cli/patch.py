@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -38,9 +38,9 @@ from autopatch.engine.planning import (
 )
 from autopatch.engine.report import build_summary, instance_status, run_view, send_summary
 from autopatch.engine.runner import Engine, EventCallback, RunOptions
-from autopatch.errors import ConflictError, NotFoundError, ValidationError
+from autopatch.errors import ConflictError, ValidationError
 from autopatch.notify.render import render_text
-from autopatch.scanning import discover_instances, identify, scan_instances, select_targets
+from autopatch.scanning import identify, scan_instances, select_targets
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
 SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
@@ -194,8 +194,11 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
     """One run: servers, KBs, attempts (command ids, exit codes, timings) and transitions."""
     context: CliContext = ctx.obj
     view = run_view(context.store, run_id)
-    if output is not OutputFormat.table:
+    if output is OutputFormat.json:
         render(view, output)
+        return
+    if output is OutputFormat.csv:  # one row per (server, KB), its latest attempt inline
+        render([_run_csv_row(view, server, kb) for server in view["servers"] for kb in server["kbs"]], output)
         return
     Console().print(f"{view['run_id']} {view['kind']} {view['status']} {view['reason']}", markup=False)
     rows = [
@@ -207,12 +210,29 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
     render(rows, output, title="KBs (Superseded and Already Installed hidden; --format json shows all)")
 
 
+def _run_csv_row(view: dict[str, Any], server: dict[str, Any], kb: dict[str, Any]) -> dict[str, Any]:
+    last = kb["attempts"][-1] if kb["attempts"] else {}
+    return {
+        "run_id": view["run_id"],
+        "run_status": view["status"],
+        "instance_id": server["instance_id"],
+        "name": server["name"],
+        "server_status": server["status"],
+        "kb": kb["kb"],
+        "state": kb["state"],
+        "reason": kb["reason"],
+        "attempts": len(kb["attempts"]),
+        "command_id": last.get("command_id"),
+        "exit_code": last.get("exit_code"),
+        "hresult": last.get("hresult"),
+        "updated_at": kb["updated_at"],
+    }
+
+
 def _known_instance(context: CliContext, instance_id: str) -> None:
-    """An instance the store knows, or one discovery finds now; otherwise an input error."""
+    """An instance the store knows, or one the fleet lists now; otherwise an input error (nothing stored)."""
     if context.store.get_instance(instance_id) is None:
-        discover_instances(context.fleet, context.store)
-    if context.store.get_instance(instance_id) is None:
-        raise NotFoundError(f"instance_id: {instance_id!r} is not a known instance (run `autopatch fleet list`)")
+        select_targets(context.fleet.list_instances(), [instance_id])
 
 
 def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = OutputFormat.table) -> None:
@@ -221,8 +241,11 @@ def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = 
     target = parse_instance_id(instance_id)
     _known_instance(context, target)
     view = instance_status(context.store, target)
-    if output is not OutputFormat.table:
+    if output is OutputFormat.json:
         render(view, output)
+        return
+    if output is OutputFormat.csv:
+        render([{"instance_id": target} | kb for kb in view["kbs"]], output)
         return
     others = ", ".join(f"{count} {state}" for state, count in view["not_counted"].items())
     progress = (

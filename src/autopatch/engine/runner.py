@@ -334,8 +334,8 @@ class Engine:
         phases = {attempt.phase for _, attempt in waiting}
         if phases == {"rebooting"}:
             return  # asked for and counted before a crash: verification follows
-        if "reboot-pending" in phases:
-            scan = self._scan(instance_id, options)
+        if "reboot-pending" in phases:  # a server still restarting from it answers once it is back
+            scan = self._scan(instance_id, options) if self._await_online(instance_id, options) else None
             if scan is not None and not scan.pending_reboot:
                 self._record_reboot(run_id, instance_id, waiting, sent=False)
                 return

@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from autopatch.catalog.queries import ProductUpdate, product_updates, resolve_products
+from autopatch.catalog.queries import EMPTY_CATALOG, ProductUpdate, product_updates, resolve_products
 from autopatch.domain.catalog import collapse_spaces, format_kb
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance, OfferedUpdate
 from autopatch.domain.identifiers import parse_build
@@ -114,6 +114,8 @@ class ProductLadder:
 
 def load_ladders(store: CatalogStore, products: list[str]) -> dict[str, ProductLadder]:
     """Ladders for the configured products and their Core variants; products with no LCU are left out."""
+    if not store.list_documents():
+        raise NotFoundError(f"simulator: its servers are built from the catalog's updates, and {EMPTY_CATALOG}")
     ladders: dict[str, ProductLadder] = {}
     for family in products:
         for name in (family, family + CORE_SUFFIX) if not family.endswith(CORE_SUFFIX) else (family,):
@@ -221,9 +223,7 @@ def generate_fleet(ladders: dict[str, ProductLadder], config: SimulatorConfig) -
     """Deterministic from ``config.seed``: products, Core variants, builds, ids, names, offline set."""
     families = [name for name in config.products if name in ladders]
     if not families:
-        raise ValidationError(
-            "products", config.products, "none has cumulative updates in the catalog: import MSRC months first"
-        )
+        raise ValidationError("products", config.products, "none has cumulative updates in the catalog")
     rng = random.Random(config.seed)
     width = max(3, len(str(config.servers)))
     offline = set(rng.sample(range(config.servers), round(config.servers * config.offline_fraction)))

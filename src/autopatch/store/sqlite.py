@@ -204,6 +204,8 @@ class SqliteStore(RunTables):
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # One connection shared by the engine's worker threads: the lock keeps each
         # transaction whole (BEGIN … COMMIT never interleaves).
+        if self.read_only:
+            raise StoreError(f"the database {self.path} is read-only: this command needs to write to it")
         with self._lock:
             try:
                 self._begin()
