@@ -93,6 +93,8 @@ def test_the_build_takes_major_and_minor_from_the_os_version_and_the_rest_from_t
         (scan_with(ubr="2227"), "field 'ubr': '2227' is invalid"),
         (scan_with(current_build="20348.1"), "field 'current_build'"),
         (scan_with(os_version="Windows"), "field 'os_version'"),
+        (scan_with(os_version="10.0.２０３４８"), "field 'os_version'"),  # full-width digits are not digits here
+        (scan_with(current_build="２０３４８"), "field 'current_build'"),
         (scan_with(installation_type="Desktop"), "field 'installation_type'"),
         (scan_with(schema=2), "field 'schema': 2 is invalid"),
     ],

@@ -44,10 +44,10 @@ KNOWN_PRODUCTS: tuple[str, ...] = tuple(
     for name in ((base + CORE_SUFFIX,) if build in _CORE_ONLY_BUILDS else (base, base + CORE_SUFFIX))
 )
 
-_VERSION = re.compile(r"(\d{1,3})\.(\d{1,3})\.(\d{3,6})(?:\.\d{1,6})?")
-_PLATFORM_YEAR = re.compile(r"\bWindows Server (\d{4})\b", re.IGNORECASE)
+_VERSION = re.compile(r"([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{3,6})(?:\.[0-9]{1,6})?")
+_PLATFORM_YEAR = re.compile(r"\bWindows Server ([0-9]{4})\b", re.IGNORECASE | re.ASCII)
 # Amazon's Windows AMIs: "Windows_Server-2022-English-Core-Base-2024.01.10".
-_AMI_YEAR = re.compile(r"Windows_Server-(\d{4})-", re.IGNORECASE)
+_AMI_YEAR = re.compile(r"Windows_Server-([0-9]{4})-", re.IGNORECASE | re.ASCII)
 _AMI_CORE = re.compile(r"(?<![A-Za-z0-9])Core(?![A-Za-z0-9])", re.IGNORECASE)
 _AMI_NANO = re.compile(r"(?<![A-Za-z0-9])Nano(?![A-Za-z0-9])", re.IGNORECASE)
 

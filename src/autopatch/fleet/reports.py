@@ -75,8 +75,8 @@ class _ScanModel(BaseModel):
     schema_version: Literal[1] = Field(alias="schema")
     computer_name: str
     os_caption: str = Field(min_length=1)
-    os_version: str = Field(pattern=r"^\d{1,5}\.\d{1,5}\.\d{1,6}$")  # Win32_OperatingSystem.Version
-    current_build: str = Field(pattern=r"^\d{1,6}$")  # REG_SZ CurrentBuild
+    os_version: str = Field(pattern=r"^[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,6}$")  # Win32_OperatingSystem.Version
+    current_build: str = Field(pattern=r"^[0-9]{1,6}$")  # REG_SZ CurrentBuild
     ubr: int = Field(ge=0, le=999_999)  # REG_DWORD UBR (update build revision)
     installation_type: Literal["Server", "Server Core", "Client", "Nano Server"]  # every value Windows writes
     installed_kbs: list[KbId]

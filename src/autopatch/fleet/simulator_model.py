@@ -49,7 +49,7 @@ _UPDATE_LABELS = {
     25398: "Microsoft server operating system, version 23H2",
     26100: "Microsoft server operating system version 24H2",
 }
-_RELEASE = re.compile(r"Windows Server (\d{4}(?: R2)?)(?:, (\w+) Edition)?")
+_RELEASE = re.compile(r"Windows Server ([0-9]{4}(?: R2)?)(?:, (\w+) Edition)?", re.ASCII)
 
 
 def signed_hresult(value: int) -> int:
