@@ -91,7 +91,10 @@ def products_command(ctx: typer.Context, output: FormatOption = OutputFormat.tab
         _context(ctx).console.print(f"No products: {queries.EMPTY_CATALOG}.", markup=False)
         return
     # The family column would push the table past 80 columns (Azure Linux package names are long).
-    columns = ("product_id", "product", "cves", "kbs") if output is OutputFormat.table else None
+    if output is not OutputFormat.table:
+        render(rows, output)
+        return
+    columns = ("product_id", "product", "cves", "kbs")
     render(rows, output, columns=columns, title=f"Products ({len(rows)})", headers={"product_id": "id"})
 
 

@@ -22,6 +22,7 @@ from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
+from autopatch.cli.views import short_time
 from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
@@ -179,14 +180,21 @@ def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
             "run_id": r.run_id,
             "kind": r.kind,
             "status": str(r.status),
-            "created_at": r.created_at[:19],
-            "finished_at": r.finished_at[:19] if r.finished_at else None,
+            "created_at": r.created_at,
+            "finished_at": r.finished_at,
             "owner": r.owner,
             "reason": r.reason,
         }
         for r in context.store.list_runs()
     ]
-    render(rows, output, title="Runs")
+    if output is not OutputFormat.table:
+        render(rows, output)
+        return
+    shown = [row | {"created_at": short_time(row["created_at"])} for row in rows]
+    columns = ("run_id", "kind", "status", "created_at", "reason")
+    render(
+        shown, output, columns=columns, title="Runs, newest first", headers={"run_id": "run", "created_at": "created"}
+    )
 
 
 @run_app.command("show")
@@ -254,7 +262,9 @@ def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = 
         else "nothing to install"
     )
     Console().print(f"{target}: {progress}" + (f"; not counted: {others}" if others else ""), markup=False)
-    render(view["kbs"], output, columns=("kb", "state", "run_id", "reason"), title="KBs")
+    worked = [kb for kb in view["kbs"] if kb["state"] not in ("Already Installed", "Superseded")]
+    title = "KBs (Already Installed and Superseded hidden; --format json shows all)"
+    render(worked, output, columns=("kb", "state", "run_id", "reason"), title=title, headers={"run_id": "run"})
 
 
 def retry_command(ctx: typer.Context, instance_id: str, kb: str) -> None:

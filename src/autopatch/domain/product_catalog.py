@@ -29,13 +29,16 @@ NO_MONTH: MonthKey = (0, 0)
 
 # Updates that contain every earlier one of their kind, for build inference. "Security Only"
 # (2016-2022, ESU era) and hotpatches are not cumulative; before 2018 MSRC left SubType empty.
-CUMULATIVE_SUBTYPES = frozenset({None, "Security Update", "Monthly Rollup", "Servicing Stack Update"})
+# "Alternate Cumulative" is an out-of-band cumulative update (KB4345418, July 2018).
+CUMULATIVE_SUBTYPES = frozenset(
+    {None, "Security Update", "Monthly Rollup", "Servicing Stack Update", "Alternate Cumulative"}
+)
 # The product's update line: an installed one contains every earlier one. Windows Server 2016 and
 # later ship only cumulative updates ("Security Update", empty before 2018); older products ship a
 # cumulative "Monthly Rollup" beside standalone "Security Update"s (2016) and "Security Only"
 # updates, which are not cumulative. Servicing stack updates are cumulative only among themselves.
 ROLLUP_LINE = frozenset({"Monthly Rollup"})
-CUMULATIVE_LINE = frozenset({None, "Security Update", "Cumulative Update"})
+CUMULATIVE_LINE = frozenset({None, "Security Update", "Cumulative Update", "Alternate Cumulative"})
 # Kinds Windows Update never offers to an installed server: Dynamic Updates refresh Setup media
 # (KB4519335 "Setup DU" fixes CVE-2019-1316 and only an in-place upgrade applies it).
 NEVER_OFFERED_SUBTYPES = frozenset({"Setup DU", "SafeOS DU", "Dynamic Update"})

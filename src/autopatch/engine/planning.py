@@ -17,9 +17,10 @@ import uuid
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import lru_cache
 
 from autopatch.assessment import load_product_catalog, server_facts
-from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
+from autopatch.domain.exposure import KbStatus, assess, classify_kb, severity_rank
 from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.patching import KbState, RunStatus, install_order
@@ -124,6 +125,7 @@ def plan_run(
         facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
         numbers = {int(kb[2:]) for kb in wanted} if wanted else _relevant_kbs(catalog, min_severity)
         ordered = sorted(numbers, key=lambda kb: _order(catalog, kb))
+        fixed = {decision.cve for decision in assess(catalog, facts) if decision.status == "fixed"}
         for position, kb in enumerate(ordered):
             entry = catalog.kbs.get(kb)
             if entry is None:
@@ -131,6 +133,10 @@ def plan_run(
             else:
                 state = _STATE_OF[classify_kb(catalog, kb, facts)]
                 reason = _reason(catalog, kb, state)
+                if state is KbState.NOT_AVAILABLE and _cves_of(catalog).get(kb, set()) <= fixed:
+                    # Not offered, and nothing left for it to fix: an out-of-band or standalone update
+                    # whose CVEs the installed cumulative updates already fix. Not a skipped KB.
+                    state, reason = KbState.SUPERSEDED, "not needed: every CVE it fixes is fixed on this server"
             plan.items.append(
                 RunItem(
                     run.run_id,
@@ -146,6 +152,16 @@ def plan_run(
             )
         plan.servers.append(server)
     return plan
+
+
+@lru_cache(maxsize=64)
+def _cves_of(catalog: ProductCatalog) -> dict[int, set[str]]:
+    """KB → the CVEs of the product it fixes."""
+    found: dict[int, set[str]] = {}
+    for cve in catalog.cves:
+        for kb in cve.kbs:
+            found.setdefault(kb, set()).add(cve.cve)
+    return found
 
 
 def _order(catalog: ProductCatalog, kb: int) -> tuple[int, tuple[int, ...], int]:

@@ -21,7 +21,9 @@ from autopatch.notify.base import NotificationError, clip, echo
 from autopatch.notify.render import render_text, subject
 
 # Standard topics only: FIFO topics need a message group id and cannot deliver to e-mail anyway.
-_TOPIC_ARN = re.compile(r"^arn:aws(?:-[a-z]+)*:sns:(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+):[0-9]{12}:[A-Za-z0-9_-]{1,256}$")
+_TOPIC_ARN = re.compile(
+    r"^arn:aws(?:-[a-z]+)*:sns:(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+):[0-9]{12}:[A-Za-z0-9_-]{1,256}$"
+)
 SUBJECT_LIMIT = 100  # SNS rejects longer subjects (and any non-ASCII or control character)
 MESSAGE_LIMIT = 256 * 1024  # bytes, UTF-8
 _TRUNCATED = "\n… (truncated: the full report exceeds the SNS message size limit)\n"
