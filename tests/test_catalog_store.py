@@ -97,3 +97,16 @@ def test_folder_import_with_a_process_pool_matches_a_serial_import(tmp_path: Pat
     serial = import_paths(SqliteStore(tmp_path / "b.db"), [folder], workers=1)
     assert pooled.totals == serial.totals and pooled.totals["documents"] == 4
     assert [o.document_id for o in pooled.outcomes] == sorted(months)  # file-name order
+
+
+def test_a_damaged_file_in_a_pooled_folder_import_fails_naming_it(tmp_path: Path) -> None:
+    # Workers get paths and stream-parse them; an error there reaches the parent, it does not hang.
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for month in ["2016-Jan", "2017-Feb", "2017-Jan", "2017-May-B"]:
+        (folder / f"{month}.xml.gz").write_bytes(xml_path(month).read_bytes())
+    (folder / "2017-Apr.xml.gz").write_bytes(xml_path("2016-Aug").read_bytes()[:5_000])
+    store = SqliteStore(tmp_path / "pooled.db")
+    with pytest.raises(DocumentFormatError, match=r"2017-Apr\.xml\.gz: truncated or damaged gzip"):
+        import_paths(store, [folder], workers=2)
+    assert store.counts()["documents"] == 1  # 2016-Jan, before it in file-name order

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
+from pathlib import Path
 
 import pytest
 
 from autopatch.catalog.cvrf_xml import parse_cvrf_xml
-from autopatch.catalog.sources import parse_payload
+from autopatch.catalog.sources import parse_file, parse_payload
 from autopatch.domain.catalog import CatalogDocument, KbFix
 from autopatch.errors import DocumentFormatError
 
@@ -165,3 +168,17 @@ def test_a_truncated_gzip_is_a_format_error() -> None:
     raw = xml_path("2024-Jan").read_bytes()
     with pytest.raises(DocumentFormatError, match="truncated or damaged gzip"):
         parse_payload(raw[: len(raw) // 2], "truncated.xml.gz")
+
+
+def test_a_file_is_stream_parsed_to_the_same_document_and_hashed_whole() -> None:
+    path = xml_path("2024-Jan")
+    sha256, [streamed] = parse_file(path)
+    assert sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert streamed == load("2024-Jan")
+    assert parse_cvrf_xml(io.BytesIO(gzip.decompress(path.read_bytes())), "2024-Jan") == streamed
+
+
+def test_a_plain_xml_file_and_its_gzip_parse_alike(tmp_path: Path) -> None:
+    plain = tmp_path / "2017-May-B.xml"
+    plain.write_bytes(gzip.decompress(xml_path("2017-May-B").read_bytes()))
+    assert parse_file(plain)[1] == parse_file(xml_path("2017-May-B"))[1]

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import socket
+import zlib
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
+import httpx
 import pytest
 
+from autopatch.catalog import client as client_module
 from autopatch.catalog.client import MsrcClient
 from autopatch.catalog.update import default_months, update_catalog
 from autopatch.domain.identifiers import Month
-from autopatch.errors import SourceUnavailableError, ValidationError
+from autopatch.errors import DocumentFormatError, SourceUnavailableError, ValidationError
 from autopatch.store.sqlite import SqliteStore
 
 from .msrc_server import CVRF_PREFIX, MSRC_DATA, SUG_PATH, UPDATES_PATH, MsrcServer, Reply
@@ -76,7 +80,8 @@ def test_list_updates_reads_the_index_with_dates(client: MsrcClient) -> None:
 
 
 def test_fetch_cvrf_asks_for_xml_and_returns_the_decoded_document(client: MsrcClient, server: MsrcServer) -> None:
-    raw = client.fetch_cvrf("2024-Jan")
+    with client.fetch_cvrf("2024-Jan") as body:
+        raw = body.read()
     assert raw.startswith(b"<cvrf:cvrfdoc")
     assert b"<cvrf:ID>2024-Jan</cvrf:ID>" in raw[:2000]
     (request,) = server.requests
@@ -132,6 +137,62 @@ def test_other_client_errors_are_not_retried(client: MsrcClient, server: MsrcSer
         client.list_updates()
     assert len(server.paths()) == 1
     assert sleeps.delays == []
+
+
+def gzip_stream_of(unit: bytes, size: int) -> bytes:
+    """One gzip member inflating to ``size`` bytes of ``unit``, built without holding them in memory."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)
+    block = unit * (1 << 20)
+    parts = [compressor.compress(block) for _ in range(size >> 20)]
+    return b"".join([*parts, compressor.flush()])
+
+
+def test_a_gzip_bomb_body_is_refused_at_the_json_cap_and_not_retried(
+    client: MsrcClient, server: MsrcServer, sleeps: SleepRecorder
+) -> None:
+    bomb = gzip_stream_of(b" ", 80 << 20)  # 80 MiB of JSON whitespace in about 80 KB
+    assert len(bomb) < 1 << 20
+    server.script(UPDATES_PATH, Reply(200, {"Content-Type": "application/json", "Content-Encoding": "gzip"}, bomb))
+    with pytest.raises(DocumentFormatError, match=r"updates: more than 64 MiB of JSON, the size cap"):
+        client.list_updates()
+    assert server.paths() == [UPDATES_PATH]
+    assert sleeps.delays == []
+
+
+def test_a_cvrf_document_past_the_xml_cap_is_refused(
+    client: MsrcClient, server: MsrcServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(client_module, "XML_SIZE_LIMIT", 1 << 20)  # 2024-Jan is 3.4 MB of XML
+    with pytest.raises(DocumentFormatError, match=r"cvrf/2024-Jan: more than 1 MiB of CVRF XML"):
+        client.fetch_cvrf("2024-Jan")
+    assert server.paths() == ["/cvrf/v3.0/cvrf/2024-Jan"]
+
+
+def test_a_sug_page_nested_too_deeply_is_a_format_error(client: MsrcClient, server: MsrcServer) -> None:
+    deep = b'{"value": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    server.script(SUG_PATH, Reply(200, {"Content-Type": "application/json"}, deep))
+    with pytest.raises(DocumentFormatError, match="nested too deeply"):
+        list(client.iter_sug_records(MARCH_2025, MARCH_2025))
+
+
+class BodyCutShort(httpx.SyncByteStream):
+    """A body whose connection drops after the first bytes."""
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield b"<cvrf:cvrfdoc"
+        raise httpx.ReadError("connection reset by peer")
+
+
+def test_a_body_cut_short_is_fetched_again_with_backoff(sleeps: SleepRecorder) -> None:
+    whole = gzip.decompress((MSRC_DATA / "cvrf-xml" / "2017-May-B.xml.gz").read_bytes())
+    answers = iter([httpx.Response(200, stream=BodyCutShort()), httpx.Response(200, content=whole)])
+    transport = httpx.MockTransport(lambda request: next(answers))
+    with (
+        MsrcClient("https://msrc.example", retries=2, sleep=sleeps, transport=transport) as client,
+        client.fetch_cvrf("2017-May-B") as body,
+    ):
+        assert body.read() == whole
+    assert sleeps.delays == [0.5]
 
 
 def test_a_month_the_api_does_not_have_is_a_validation_error(client: MsrcClient) -> None:

@@ -4,22 +4,28 @@ Every request goes through one retry loop because the API throttles (429 with ``
 and has bursts of 5xx during Patch Tuesday; a caller only ever sees AutoPatch errors:
 ``SourceUnavailableError`` when Microsoft cannot be reached or keeps failing, ``ValidationError``
 for a month that does not exist and ``DocumentFormatError`` for a payload that is not MSRC data.
+
+Bodies are streamed under the same caps as files (``sources.XML_SIZE_LIMIT``, ``JSON_SIZE_LIMIT``),
+counted after the gzip transfer encoding is decoded: a body past its cap is refused, not retried.
+A monthly document is spooled (in memory up to 16 MiB, on disk beyond) for the parser to stream.
 """
 
 from __future__ import annotations
 
-import json
 import re
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from types import TracebackType
-from typing import Any
+from typing import IO, Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import httpx
 
+from autopatch.catalog.cvrf_xml import MIB, echo
+from autopatch.catalog.sources import JSON_SIZE_LIMIT, XML_SIZE_LIMIT, load_json, too_big
 from autopatch.domain.identifiers import Month
 from autopatch.errors import DocumentFormatError, SourceUnavailableError, ValidationError
 
@@ -32,6 +38,8 @@ _RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 _MAX_RETRY_AFTER = 60.0  # a misbehaving proxy must not park the CLI for hours
 # Index ids include odd ones ("2017-May-B", "2018-FEB"); anything else must not reach the URL path.
 _DOCUMENT_ID = re.compile(r"[0-9]{4}-[A-Za-z]{3}(?:-[A-Za-z0-9]{1,8})?")
+_SPOOL_IN_MEMORY = 16 * MIB
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,10 +131,10 @@ class MsrcClient:
     def list_updates(self) -> list[UpdateEntry]:
         """Every document the API publishes, with the dates that tell whether a month was revised."""
         url = self.base_url + UPDATES_PATH
-        payload = self._json(self._get(url, {"Accept": "application/json"}), url)
+        payload = self._get(url, {"Accept": "application/json"}, _json_body)
         rows = payload.get("value") if isinstance(payload, dict) else None
         if not isinstance(rows, list):
-            raise DocumentFormatError(f"{url}: not an OData list of updates (no 'value' array)")
+            raise DocumentFormatError(f"{echo(url)}: not an OData list of updates (no 'value' array)")
         return [
             UpdateEntry(
                 document_id=str(row["ID"]),
@@ -139,13 +147,19 @@ class MsrcClient:
             if isinstance(row, dict) and row.get("ID")
         ]
 
-    def fetch_cvrf(self, document_id: str) -> bytes:
-        """The raw CVRF XML of one document (a monthly one is 3 to 30 MB; gzip transfer is decoded)."""
+    def fetch_cvrf(self, document_id: str) -> IO[bytes]:
+        """The CVRF XML of one document as a file at its start, for the caller to parse and close.
+
+        A monthly one is 3 to 11 MB (gzip transfer is decoded); past ``XML_SIZE_LIMIT`` it is refused.
+        """
         url = self.cvrf_url(document_id)
-        response = self._get(url, {"Accept": "application/xml"}, allow_missing=True)
-        if response.status_code == 404:
-            raise ValidationError("month", document_id, "no such MSRC monthly document")
-        return response.content
+
+        def receive(response: httpx.Response) -> IO[bytes]:
+            if response.status_code == 404:
+                raise ValidationError("month", document_id, "no such MSRC monthly document")
+            return _spooled_body(response, XML_SIZE_LIMIT, "CVRF XML")
+
+        return self._get(url, {"Accept": "application/xml"}, receive, allow_missing=True)
 
     def iter_sug_records(self, since: Month, until: Month) -> Iterator[dict[str, Any]]:
         """``affectedProduct`` records released in [since, until], page after page.
@@ -164,17 +178,16 @@ class MsrcClient:
         params: dict[str, str] | None = {"$filter": odata_filter}
         seen: set[str] = set()
         while url is not None:
-            response = self._get(url, {"Accept": "application/json"}, params=params)
-            page = self._json(response, str(response.request.url))
+            page_url, page = self._get(url, {"Accept": "application/json"}, _url_and_json_body, params=params)
             records = page.get("value") if isinstance(page, dict) else None
             if not isinstance(records, list):
-                raise DocumentFormatError(f"{response.request.url}: not an OData page (no 'value' array)")
+                raise DocumentFormatError(f"{echo(page_url)}: not an OData page (no 'value' array)")
             yield from records
-            seen.add(str(response.request.url))
+            seen.add(page_url)
             next_link = page.get("@odata.nextLink")
             url, params = (self._onto_base(str(next_link), url), None) if next_link else (None, None)
             if url is not None and url in seen:
-                raise DocumentFormatError(f"{url}: the SUG API paged back to a page already read")
+                raise DocumentFormatError(f"{echo(url)}: the SUG API paged back to a page already read")
 
     def _onto_base(self, link: str, current: str) -> str:
         """Rewrite an absolute nextLink onto our base URL, so a mirror or a recording stays in use.
@@ -192,24 +205,28 @@ class MsrcClient:
         self,
         url: str,
         headers: dict[str, str],
+        receive: Callable[[httpx.Response], _T],
         params: dict[str, str] | None = None,
         allow_missing: bool = False,
-    ) -> httpx.Response:
+    ) -> _T:
+        """GET with retries; ``receive`` streams the body of the first answer worth keeping.
+
+        A transport error while the body streams in is retried like one before the headers.
+        """
         failure = "no attempt made"
         for attempt in range(self._attempts):
             delay = self._backoff * 2**attempt
             try:
-                response = self._http.get(url, headers=headers, params=params)
+                with self._http.stream("GET", url, headers=headers, params=params) as response:
+                    if response.status_code not in _RETRY_STATUSES:
+                        return receive(self._checked(response, allow_missing))
+                    failure = f"HTTP {response.status_code} {response.reason_phrase}"
+                    if (retry_after := _retry_after(response)) is not None:
+                        delay = retry_after
             except httpx.TransportError as exc:
                 failure = _describe(exc, self._timeout)
             except httpx.HTTPError as exc:  # decoding errors, redirect loops: retrying cannot help
                 raise SourceUnavailableError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
-            else:
-                if response.status_code not in _RETRY_STATUSES:
-                    return self._checked(response, allow_missing)
-                failure = f"HTTP {response.status_code} {response.reason_phrase}"
-                if (retry_after := _retry_after(response)) is not None:
-                    delay = retry_after
             if attempt + 1 < self._attempts:
                 self._sleep(delay)
         tries = f"{self._attempts} attempt" + ("s" if self._attempts > 1 else "")
@@ -223,9 +240,34 @@ class MsrcClient:
             f"GET {response.request.url}: HTTP {response.status_code} {response.reason_phrase}"
         )
 
-    @staticmethod
-    def _json(response: httpx.Response, source: str) -> Any:
-        try:
-            return json.loads(response.content)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DocumentFormatError(f"{source}: not valid JSON ({exc})") from exc
+
+def _json_body(response: httpx.Response) -> Any:
+    """The decoded JSON of a body read whole, but never past ``JSON_SIZE_LIMIT``."""
+    source = echo(response.request.url)
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > JSON_SIZE_LIMIT:
+            raise too_big(source, JSON_SIZE_LIMIT, "JSON")
+    return load_json(body, source)
+
+
+def _url_and_json_body(response: httpx.Response) -> tuple[str, Any]:
+    return str(response.request.url), _json_body(response)
+
+
+def _spooled_body(response: httpx.Response, limit: int, what: str) -> IO[bytes]:
+    """The body in a temporary file, rewound; refused once it passes ``limit`` bytes."""
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_IN_MEMORY)  # noqa: SIM115 - returned open
+    try:
+        size = 0
+        for chunk in response.iter_bytes():
+            size += len(chunk)
+            if size > limit:
+                raise too_big(echo(response.request.url), limit, what)
+            spool.write(chunk)
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool

@@ -45,7 +45,11 @@ def _ids(node: dict[str, Any]) -> list[str]:
 
 
 def parse_cvrf_json(document: dict[str, Any], source: str = "<json>") -> CatalogDocument:
-    """Parse one decoded CVRF JSON document; raise ``DocumentFormatError`` if it is not one."""
+    """Parse one decoded CVRF JSON document; raise ``DocumentFormatError`` if it is not one.
+
+    JSON carries no schema: a list where an object belongs is the file's fault, so the
+    ``AttributeError`` or ``TypeError`` it causes is reported as a format error, not a traceback.
+    """
     try:
         tracking = document["DocumentTracking"]
         document_id = _value(tracking["Identification"]["ID"])
@@ -53,12 +57,19 @@ def parse_cvrf_json(document: dict[str, Any], source: str = "<json>") -> Catalog
         raise DocumentFormatError(f"{source}: no DocumentTracking/Identification/ID: not CVRF JSON") from exc
     if not document_id:
         raise DocumentFormatError(f"{source}: empty document id")
+    try:
+        return _parse(document, tracking, document_id, source)
+    except (AttributeError, TypeError) as exc:
+        raise DocumentFormatError(f"{source}: not CVRF JSON (a value of the wrong type: {str(exc)[:80]})") from exc
+
+
+def _parse(document: dict[str, Any], tracking: dict[str, Any], document_id: str, source: str) -> CatalogDocument:
     revisions = [str(rev.get("Number", "0")) for rev in tracking.get("RevisionHistory") or []]
     builder = DocumentBuilder(
         DocumentInfo(
             document_id=document_id,
             title=_value(document.get("DocumentTitle")) or "",
-            revision=max(revisions, key=DocumentInfo.revision_sort_key, default="0"),
+            revision=DocumentInfo.latest_revision(revisions, source),
             initial_release_date=_date(tracking.get("InitialReleaseDate")),
             current_release_date=_date(tracking.get("CurrentReleaseDate")),
             source_format="cvrf-json",

@@ -1,7 +1,12 @@
 """Parser for CVRF 1.1 XML monthly documents (``/cvrf/v3.0/cvrf/{YYYY-Mon}``, ``Accept: application/xml``).
 
-Streams the document with ``lxml.etree.iterparse`` and clears each ``Vulnerability`` once read,
-so a 9 MB month never lives in memory as a whole tree.
+Streams the document with ``lxml.etree.iterparse`` from a file-like object and frees each
+top-level record (``Vulnerability``, ``ProductTree``…) once read, so a 9 MB month never lives in
+memory as a whole tree. Hostile input is refused, never obeyed: entities are not resolved and
+external DTDs never loaded (no XXE), libxml2's default limits refuse entity amplification
+(billion laughs), nesting deeper than 256 and text nodes over 10 MB, and a record that would hold
+more than ``XML_RECORD_MEMORY_LIMIT`` in memory (a tree bomb of tiny elements: 4 bytes of
+``<x/>`` cost lxml some 120) is a ``DocumentFormatError`` too.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 import io
 from collections.abc import Iterator
 from datetime import date
+from typing import Protocol
 
 from lxml import etree
 
@@ -29,22 +35,50 @@ _VULNERABILITY = f"{VULN}Vulnerability"
 _PRODUCT_ID = f"{VULN}ProductID"
 _DESCRIPTION = f"{VULN}Description"
 
+MIB = 1 << 20
+# The largest real record (a Vulnerability of 2024-Apr) holds about 4,500 nodes, under 1 MiB.
+XML_RECORD_MEMORY_LIMIT = 32 * MIB
+_CHECK_EVERY = MIB  # of XML read without a record being released; real records are under 0.7 MB
+_BYTES_PER_NODE = 128  # what lxml/libxml2 spend on an element, attribute or text node (measured)
+ECHO_LIMIT = 80  # characters of a value quoted back in an error message
 
-def parse_cvrf_xml(data: bytes, source: str = "<bytes>") -> CatalogDocument:
-    """Parse one CVRF XML document; raise ``DocumentFormatError`` for anything that is not one."""
+
+class ByteStream(Protocol):
+    """What the parsers read from: a file, a gzip stream, a capped or hashing wrapper of one."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """A value as quoted in an error message: at most ``limit`` characters, both ends kept (a path's file name)."""
+    text = str(value)
+    if len(text) <= limit:
+        return text
+    head = (limit - 1) // 2
+    return f"{text[:head]}…{text[len(text) - (limit - 1 - head) :]}"
+
+
+def parse_cvrf_xml(data: bytes | ByteStream, source: str = "<bytes>") -> CatalogDocument:
+    """Parse one CVRF XML document (bytes or a stream); raise ``DocumentFormatError`` for anything that is not one."""
+    stream = _GuardedStream(io.BytesIO(data) if isinstance(data, bytes) else data, source)
     builder: DocumentBuilder | None = None
     title = ""
     try:
         events = etree.iterparse(
-            io.BytesIO(data),
-            events=("end",),
-            tag=(_TITLE, _TRACKING, _PRODUCT_TREE, _VULNERABILITY),
+            stream,
+            events=("start", "end"),
+            tag=(_ROOT, _TITLE, _TRACKING, _PRODUCT_TREE, _VULNERABILITY),
             remove_blank_text=True,
+            remove_comments=True,
+            remove_pis=True,
             collect_ids=False,
             resolve_entities=False,
         )
-        for _, element in events:
+        for event, element in events:
+            stream.anchor = element  # the latest element is still in the tree: its root is the document's
             tag = element.tag
+            if event == "start" or tag == _ROOT:
+                continue
             if tag == _VULNERABILITY:
                 if builder is None:
                     raise DocumentFormatError(f"{source}: Vulnerability before DocumentTracking")
@@ -58,20 +92,71 @@ def parse_cvrf_xml(data: bytes, source: str = "<bytes>") -> CatalogDocument:
             elif tag == _TITLE:
                 title = (element.text or "").strip()
             _release(element)
+            stream.released()
     except etree.XMLSyntaxError as exc:
-        raise DocumentFormatError(f"{source}: not well-formed XML ({exc})") from exc
+        raise DocumentFormatError(f"{source}: not well-formed XML ({echo(exc)})") from exc
     if builder is None:
         raise DocumentFormatError(f"{source}: no cvrf:DocumentTracking element: not a CVRF document")
     return builder.build()
 
 
+class _GuardedStream:
+    """Feeds iterparse and, after each MiB read without a record released, weighs the tree still held.
+
+    Releasing records bounds the tree for real documents; a hostile one can pile up elements that
+    are never released (inside one record, or outside any), and only counting them tells.
+    """
+
+    def __init__(self, stream: ByteStream, source: str) -> None:
+        self._stream = stream
+        self._source = source
+        self._position = 0
+        self._check_at = _CHECK_EVERY
+        self.anchor: etree._Element | None = None  # an element of the tree, to find its root
+
+    def read(self, size: int, /) -> bytes:
+        data = self._stream.read(size)
+        self._position += len(data)
+        if self._position >= self._check_at:
+            self._check_at = self._position + _CHECK_EVERY
+            self._check()
+        return data
+
+    def released(self) -> None:
+        self._check_at = self._position + _CHECK_EVERY
+
+    def _check(self) -> None:
+        if self.anchor is None:
+            raise DocumentFormatError(f"{self._source}: no CVRF element in the first MiB: not a CVRF document")
+        if _held_bytes(self.anchor.getroottree().getroot()) > XML_RECORD_MEMORY_LIMIT:
+            raise DocumentFormatError(
+                f"{self._source}: one XML record would take more than {XML_RECORD_MEMORY_LIMIT // MIB} MiB"
+                " of memory (the cap for a record; real ones take under 1 MiB)"
+            )
+
+
+def _held_bytes(root: etree._Element) -> int:
+    held = 0
+    for node in root.iter():
+        held += _BYTES_PER_NODE * (1 + (node.text is not None) + (node.tail is not None))
+        held += len(node.text or "") + len(node.tail or "")
+        for value in node.attrib.values():
+            held += _BYTES_PER_NODE + len(value)
+    return held
+
+
 def _release(element: etree._Element) -> None:
-    """Free what has been read: the element and the siblings iterparse already passed."""
+    """Free what has been read: the element and everything before it (its ancestors' earlier children).
+
+    In a real document every record is a child of the root; a hostile one may nest records
+    anywhere, and what precedes them must not pile up either.
+    """
     element.clear()
-    parent = element.getparent()
-    if parent is not None and parent.tag == _ROOT:
-        while element.getprevious() is not None:
+    node = element
+    while (parent := node.getparent()) is not None:
+        while node.getprevious() is not None:
             del parent[0]
+        node = parent
 
 
 def _text(element: etree._Element | None) -> str | None:
@@ -96,7 +181,7 @@ def _document_info(tracking: etree._Element, title: str, source: str) -> Documen
     if document_id is None:
         raise DocumentFormatError(f"{source}: DocumentTracking has no Identification/ID")
     numbers = [_text(number) or "0" for number in tracking.iter(f"{CVRF}Number")]
-    revision = max(numbers, key=lambda n: DocumentInfo.revision_sort_key(n), default="0")
+    revision = DocumentInfo.latest_revision(numbers, source)
     return DocumentInfo(
         document_id=document_id,
         title=title,

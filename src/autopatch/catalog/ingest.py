@@ -2,7 +2,8 @@
 
 Parsing is CPU-bound and documents are independent, so a folder is parsed by a small process
 pool while the main process writes to SQLite; a file whose bytes were imported before is
-recognised by its SHA-256 and skipped without being parsed.
+recognised by its SHA-256 (hashed in chunks) and skipped without being parsed. Workers get
+paths, not bytes, and stream-parse them: no file is ever held whole in any process.
 """
 
 from __future__ import annotations
@@ -10,13 +11,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import islice
 from pathlib import Path
 
-from autopatch.catalog.sources import SourceFile, expand_paths, parse_payload, read_source
+from autopatch.catalog.sources import expand_paths, file_sha256, parse_file
 from autopatch.domain.catalog import CatalogDocument, ImportCounts, StoredDocument
+from autopatch.errors import DocumentFormatError, ValidationError
 from autopatch.store.base import CatalogStore
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -125,28 +129,45 @@ def import_paths(
 ) -> ImportSummary:
     """Import files and folders of MSRC data; unchanged files are skipped before parsing."""
     started = time.perf_counter()
-    files = [read_source(path) for path in expand_paths(paths)]
+    files = [(path, file_sha256(path)) for path in expand_paths(paths)]
     known = {stored.source_sha256: stored for stored in store.list_documents()}
-    unchanged = [file for file in files if file.sha256 in known]
-    pending = [file for file in files if file.sha256 not in known]
+    unchanged = [(path, known[sha256]) for path, sha256 in files if sha256 in known]
+    pending = [path for path, sha256 in files if sha256 not in known]
     summary = import_documents(store, _parse_all(pending, workers), len(files), on_progress)
     summary.outcomes.extend(
-        DocumentOutcome(str(f.path), known[f.sha256].document_id, known[f.sha256].revision, "unchanged")
-        for f in unchanged
+        DocumentOutcome(str(path), stored.document_id, stored.revision, "unchanged") for path, stored in unchanged
     )
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _parse_one(file: SourceFile) -> tuple[str, str, list[CatalogDocument]]:
-    return str(file.path), file.sha256, parse_payload(file.raw, str(file.path))
+def _parse_one(path: Path) -> tuple[str, str, list[CatalogDocument]]:
+    # The hash is taken again from the bytes actually parsed: the file may have changed meanwhile.
+    sha256, documents = parse_file(path)
+    return str(path), sha256, documents
 
 
-def _parse_all(files: list[SourceFile], workers: int | None) -> Iterator[tuple[str, str, list[CatalogDocument]]]:
+def _parse_in_worker(path: Path) -> tuple[str, str, list[CatalogDocument]]:
+    try:
+        return _parse_one(path)
+    except ValidationError as exc:
+        # Its three-argument __init__ cannot be unpickled in the parent, which would hang the pool.
+        raise DocumentFormatError(str(exc)) from None
+
+
+def _parse_all(files: list[Path], workers: int | None) -> Iterator[tuple[str, str, list[CatalogDocument]]]:
     workers = workers if workers is not None else min(2, os.cpu_count() or 1)
     if workers <= 1 or len(files) < _POOL_THRESHOLD or "fork" not in multiprocessing.get_all_start_methods():
         yield from map(_parse_one, files)
         return
-    # fork: workers inherit the imported modules, so they start in milliseconds.
+    # fork: workers inherit the imported modules, so they start in milliseconds. At most two
+    # files per worker are in flight: with imap, parsed documents would queue up in this process
+    # whenever SQLite is slower than the parsers (peak memory then depended on timing).
+    remaining = iter(files)
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        yield from pool.imap(_parse_one, files, chunksize=1)
+        in_flight = deque(pool.apply_async(_parse_in_worker, (path,)) for path in islice(remaining, 2 * workers))
+        while in_flight:
+            parsed = in_flight.popleft().get()
+            if (path := next(remaining, None)) is not None:
+                in_flight.append(pool.apply_async(_parse_in_worker, (path,)))
+            yield parsed

@@ -22,7 +22,7 @@ def is_sug_page(payload: Any) -> bool:
     if not isinstance(payload, dict) or not isinstance(payload.get("value"), list):
         return False
     context = str(payload.get("@odata.context", ""))
-    return "affectedProduct" in context or any("cveNumber" in r for r in payload["value"][:1])
+    return "affectedProduct" in context or any(isinstance(r, dict) and "cveNumber" in r for r in payload["value"][:1])
 
 
 def _date(raw: Any) -> date | None:
@@ -39,7 +39,10 @@ def parse_sug_records(records: list[dict[str, Any]], source: str = "<sug>") -> l
         if not isinstance(record, dict) or not record.get("cveNumber") or record.get("productId") is None:
             raise DocumentFormatError(f"{source}: a SUG record needs cveNumber and productId")
         by_month[str(record.get("releaseNumber") or "unknown")].append(record)
-    return [_document(month, rows) for month, rows in sorted(by_month.items())]
+    try:
+        return [_document(month, rows) for month, rows in sorted(by_month.items())]
+    except (AttributeError, TypeError) as exc:  # JSON has no schema: a list where an object belongs
+        raise DocumentFormatError(f"{source}: not SUG records (a value of the wrong type: {str(exc)[:80]})") from exc
 
 
 def _document(month: str, records: list[dict[str, Any]]) -> CatalogDocument:

@@ -1,6 +1,6 @@
 """The live update step: fetch a range of MSRC months and import them like files.
 
-Fetched payloads go through the same ``parse_payload`` and ``import_documents`` as files on disk,
+Fetched payloads go through the same stream parser and ``import_documents`` as files on disk,
 so a month fetched live and the same month imported from a folder end up identical in the store.
 """
 
@@ -13,11 +13,11 @@ from datetime import date
 
 from autopatch.catalog.client import MsrcClient, UpdateEntry
 from autopatch.catalog.ingest import DocumentOutcome, ImportSummary, ProgressCallback, import_documents
-from autopatch.catalog.sources import parse_payload
+from autopatch.catalog.sources import parse_hashed
 from autopatch.catalog.sug import parse_sug_records
 from autopatch.domain.catalog import CatalogDocument
 from autopatch.domain.identifiers import Month, month_of_document
-from autopatch.errors import ValidationError
+from autopatch.errors import DocumentFormatError, ValidationError
 from autopatch.store.base import CatalogStore
 
 SOURCES = ("cvrf", "sug")
@@ -56,11 +56,6 @@ def update_catalog(
     return _update_from_cvrf(store, client, since, until, on_progress)
 
 
-def _monthly(document_id: str) -> Month | None:
-    # February 2018 is published as "2018-FEB" (the only upper-cased id in the index).
-    return month_of_document(document_id) or month_of_document(document_id[:5] + document_id[5:].title())
-
-
 def _update_from_cvrf(
     store: CatalogStore,
     client: MsrcClient,
@@ -72,7 +67,8 @@ def _update_from_cvrf(
         (
             (month, entry)
             for entry in client.list_updates()
-            if (month := _monthly(entry.document_id)) is not None and since <= month <= until
+            # "2018-FEB" and the out-of-band "2017-May-B" count in their month (month_of_document).
+            if (month := month_of_document(entry.document_id)) is not None and since <= month <= until
         ),
         key=lambda pair: pair[0],
     )
@@ -94,8 +90,9 @@ def _update_from_cvrf(
         # A generator, so each month is parsed and stored before the next one is downloaded.
         for entry in pending:
             url = client.cvrf_url(entry.document_id)
-            raw = client.fetch_cvrf(entry.document_id)
-            yield url, hashlib.sha256(raw).hexdigest(), parse_payload(raw, url)
+            with client.fetch_cvrf(entry.document_id) as body:
+                sha256, documents = parse_hashed(body, url)
+            yield url, sha256, documents
 
     summary = import_documents(store, fetched(), len(pending), on_progress)
     summary.outcomes[:0] = unchanged
@@ -110,9 +107,13 @@ def _update_from_sug(
     on_progress: ProgressCallback | None,
 ) -> ImportSummary:
     records = list(client.iter_sug_records(since, until))
-    # OData guarantees no order across calls: hash the sorted canonical records so that a re-run
-    # over the same data is recognised as unchanged.
-    canonical = sorted(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for r in records)
-    sha256 = hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
     url = client.sug_url
-    return import_documents(store, [(url, sha256, parse_sug_records(records, url))], 1, on_progress)
+    try:
+        documents = parse_sug_records(records, url)
+        # OData guarantees no order across calls: hash the sorted canonical records so that a
+        # re-run over the same data is recognised as unchanged.
+        canonical = sorted(json.dumps(r, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for r in records)
+    except RecursionError as exc:
+        raise DocumentFormatError(f"{url}: SUG records nested too deeply to be MSRC data") from exc
+    sha256 = hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
+    return import_documents(store, [(url, sha256, documents)], 1, on_progress)

@@ -7,12 +7,14 @@ the one place where MSRC quirks are decided, so the three formats cannot drift a
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from autopatch.domain.identifiers import kb_number
+from autopatch.errors import DocumentFormatError
 
 _SPACES = re.compile(r"\s+")
 _LIST_SEPARATORS = re.compile(r"[,;\s]+")
@@ -30,6 +32,10 @@ _SUBTYPE_ALIASES = {
 HOTPATCH_SUBTYPES = frozenset({"Security Hotpatch Update", "Azure Hotpatch"})
 SEVERITIES = ("Critical", "Important", "Moderate", "Low")
 RESTART_VALUES = ("Yes", "No", "Maybe")
+# Real revisions are "369", "3.1", "20240109"; anything past these bounds is not a revision (and
+# int() of a 10,000-digit number raises instead of comparing).
+REVISION_MAX_LENGTH = 64
+REVISION_MAX_DIGITS = 20
 
 
 def collapse_spaces(text: str) -> str:
@@ -112,8 +118,27 @@ class DocumentInfo:
 
     @staticmethod
     def revision_sort_key(revision: str) -> tuple[int, ...]:
-        """Revisions are counters ("369") or versions ("3.1"): compare them numerically."""
-        return tuple(int(part) for part in re.findall(r"\d+", revision)) or (0,)
+        """Revisions are counters ("369") or versions ("3.1"): compare them numerically.
+
+        A revision longer than 64 characters, or with a number of more than 20 digits, is a
+        ``DocumentFormatError``: no document revises itself 10^20 times.
+        """
+        parts = re.findall(r"[0-9]+", revision) if len(revision) <= REVISION_MAX_LENGTH else None
+        if parts is None or any(len(part) > REVISION_MAX_DIGITS for part in parts):
+            shown = repr(revision) if len(revision) <= 24 else f"{revision[:20]!r}… ({len(revision)} characters)"
+            raise DocumentFormatError(
+                f"revision {shown} is invalid: at most {REVISION_MAX_LENGTH} characters"
+                f" and {REVISION_MAX_DIGITS} digits per number"
+            )
+        return tuple(int(part) for part in parts) or (0,)
+
+    @staticmethod
+    def latest_revision(revisions: Iterable[str], source: str) -> str:
+        """The highest of a document's revision numbers ("0" when it lists none); errors name ``source``."""
+        try:
+            return max(revisions, key=DocumentInfo.revision_sort_key, default="0")
+        except DocumentFormatError as exc:
+            raise DocumentFormatError(f"{source}: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
