@@ -6,7 +6,7 @@
 | AUTOPATCH_MSRC_BASE_URL   | ``https://api.msrc.microsoft.com``| MSRC API root (point at a mirror/tests)  |
 | AUTOPATCH_CATALOG_DIR     | unset                             | offline folder of MSRC documents         |
 | AUTOPATCH_HTTP_TIMEOUT    | ``30``                            | seconds per HTTP request                 |
-| AUTOPATCH_HTTP_RETRIES    | ``4``                             | attempts on 429/5xx/network errors       |
+| AUTOPATCH_HTTP_RETRIES    | ``4``                             | retries after a 429/5xx/network error   |
 | AUTOPATCH_IMPORT_WORKERS  | ``2``                             | parser processes for folder imports      |
 | AUTOPATCH_NOTIFY          | ``console``                       | run-summary notifiers (see notify/factory)|
 | AUTOPATCH_FLEET           | ``simulator``                     | ``simulator`` or ``ssm``                 |

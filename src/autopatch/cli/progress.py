@@ -21,7 +21,8 @@ def progress_bar(console: Console, description: str) -> Iterator[ProgressCallbac
         TimeElapsedColumn(),
         TextColumn("{task.fields[label]}"),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Transient: a failing command leaves one line on stderr, its error, not a half-filled bar.
+    with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(description, total=None, label="")
 
         def update(done: int, total: int, label: str) -> None:
