@@ -39,7 +39,7 @@ def print_import_summary(context: CliContext, summary: ImportSummary, output: Ou
         "entries updated": data["entries_updated"],
         "seconds": data["seconds"],
     }
-    rows = [{"": name, "value": value} for name, value in facts.items()]
+    rows = [{"item": name, "value": value} for name, value in facts.items()]
     render(rows if output is OutputFormat.table else [facts], output, title="Catalog import")
 
 
