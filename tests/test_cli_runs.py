@@ -69,7 +69,8 @@ def test_retry_installs_one_kb_as_a_run_of_its_own(env: Path, capsys: pytest.Cap
         (("patch", "--all", "--kb", "KB12x"), "kb: 'KB12x' is invalid"),
         (("patch", "--tag", "novalue"), "a tag filter is KEY=VALUE"),
         (("retry", "i-12345678", "KB5034129"), "not a known instance"),
-        (("run", "show", "p-nope"), "not a known run"),
+        (("run", "show", "p-nope"), "a run id looks like"),
+        (("run", "show", "p-20240109-081500-1a2b3c"), "not a known run"),
         (("reboot", "i-0000000000000000z"), "instance_id: 'i-0000000000000000z' is invalid"),
     ],
 )

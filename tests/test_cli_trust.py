@@ -112,6 +112,9 @@ def test_offline_targets_fail_the_run_with_a_reason_instead_of_succeeding(
         (("patch", "--all", "--concurrency", "0"), "--concurrency"),
         (("patch", "--all", "--reboot", "sometimes"), "--reboot"),
         (("catalog", "kb", "KB" + "9" * 5000), "…"),
+        (("catalog", "cves", "--product", "W" * 5000), "…"),
+        (("run", "show", "x" * 5000), "a run id looks like"),
+        (("cancel", "p-20240109-081500-1a2b3c"), "is not a known run"),
     ],
 )
 def test_bad_or_unknown_input_exits_2_with_one_line_and_writes_nothing(

@@ -40,7 +40,7 @@ from autopatch.domain.product_catalog import (
     newest_successors,
     update_line,
 )
-from autopatch.errors import NotFoundError
+from autopatch.errors import NotFoundError, shorten
 from autopatch.store.base import CatalogStore
 from autopatch.store.sqlite import SqliteStore
 
@@ -65,7 +65,7 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
     wanted = collapse_spaces(product).casefold()
     products = [p for p in resolve_products(store, product) if p.name.casefold() == wanted]
     if not products:
-        raise NotFoundError(f"product: {product!r} is not in the catalog")
+        raise NotFoundError(f"product: {shorten(repr(product))} is not in the catalog")
     product_ids = [p.product_id for p in products]
     records = sorted(store.affected(product_ids), key=lambda r: _month_sort(r.document_id))
     first_month: dict[str, str] = {}

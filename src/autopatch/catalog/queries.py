@@ -23,7 +23,7 @@ from autopatch.domain.catalog import (
 )
 from autopatch.domain.identifiers import Month, is_windows_build, month_of_document, parse_build, parse_kb
 from autopatch.domain.supersedence import walk_chain
-from autopatch.errors import NotFoundError, ValidationError
+from autopatch.errors import NotFoundError, ValidationError, shorten
 from autopatch.store.base import CatalogStore
 
 EMPTY_CATALOG = (
@@ -62,7 +62,7 @@ def resolve_products(store: CatalogStore, name: str) -> list[Product]:
         raise NotFoundError(EMPTY_CATALOG)
     if not matches:
         raise NotFoundError(
-            f"product: {name!r} is not in the catalog: use an exact MSRC product name "
+            f"product: {shorten(repr(name))} is not in the catalog: use an exact MSRC product name "
             "(see `autopatch catalog products`), e.g. 'Windows Server 2022'"
         )
     return matches

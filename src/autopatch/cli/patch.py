@@ -24,6 +24,7 @@ from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import short_time
 from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
+from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
@@ -201,7 +202,7 @@ def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) 
 def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = OutputFormat.table) -> None:
     """One run: servers, KBs, attempts (command ids, exit codes, timings) and transitions."""
     context: CliContext = ctx.obj
-    view = run_view(context.store, run_id)
+    view = run_view(context.store, parse_run_id(run_id))
     if output is OutputFormat.json:
         render(view, output)
         return
@@ -310,6 +311,7 @@ def reboot_command(ctx: typer.Context, instance_id: str) -> None:
 def cancel_command(ctx: typer.Context, run_id: str) -> None:
     """Cancel a run: KBs not started become Cancelled at once; a KB being installed finishes first."""
     context: CliContext = ctx.obj
+    run_id = parse_run_id(run_id)
     run = context.store.get_run(run_id)
     if run.status.is_terminal:
         raise ValidationError("run", run_id, f"is already {run.status}; only unfinished runs can be cancelled")

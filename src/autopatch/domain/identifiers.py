@@ -21,6 +21,7 @@ _MONTH = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
 # out-of-band documents such as "2017-May-B".
 _DOCUMENT_ID = re.compile(r"([0-9]{4})-([A-Za-z]{3})(?:-[A-Za-z0-9]{1,8})?", re.ASCII)
 _BUILD = re.compile(r"[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,6}\.[0-9]{1,6}", re.ASCII)
+_RUN_ID = re.compile(r"[a-z]-[0-9]{8}-[0-9]{6}-[0-9a-f]{6}", re.ASCII)
 _PARTIAL_BUILD = re.compile(r"[0-9]{1,5}\.[0-9]{1,5}\.[0-9]{1,6}(?:\.[0-9]{1,6})?", re.ASCII)
 
 MONTH_ABBREVIATIONS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -104,6 +105,14 @@ def month_of_document(document_id: str) -> Month | None:
     if named is None or number is None:
         return None
     return Month(int(named.group(1)), number)
+
+
+def parse_run_id(value: str, field: str = "run") -> str:
+    """A run id as AutoPatch makes them: kind letter, UTC date and time, six hex digits."""
+    candidate = value.strip() if isinstance(value, str) else ""
+    if _RUN_ID.fullmatch(candidate) is None:
+        raise ValidationError(field, value, "a run id looks like p-20240109-081500-1a2b3c (see `autopatch runs`)")
+    return candidate
 
 
 def is_windows_build(value: str) -> bool:
