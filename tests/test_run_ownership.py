@@ -96,3 +96,38 @@ def test_cancel_moves_pending_kbs_at_once_and_lets_in_flight_installs_finish(
     finished = {(i.instance_id, i.kb): i.state for i in store.run_items(run_id)}
     assert finished[(busy.instance_id, busy.kb)] is KbState.SUCCESS
     assert fleet.install_counts == {(busy.instance_id, busy.kb): 1}
+
+
+class CancelDuringInstall:
+    """The simulator, with an operator running ``cancel`` while the first install is on its way."""
+
+    def __init__(self, fleet: FleetSimulator, store: SqliteStore, run_id: str) -> None:
+        self.fleet = fleet
+        self.store = store
+        self.run_id = run_id
+        self.sent = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.fleet, name)
+
+    def send_install(self, instance_id: str, kb: str, token: str | None = None) -> str:
+        self.sent += 1
+        if self.sent == 1:
+            self.store.cancel_run(self.run_id, "cancelled by the operator")
+        return self.fleet.send_install(instance_id, kb, token)
+
+
+def test_a_cancel_racing_the_engine_cancels_what_had_not_started_and_fails_nothing(
+    lab: tuple[SqliteStore, FleetSimulator],
+) -> None:
+    store, fleet = lab
+    run_id, lease = started(store, fleet)
+    other = SqliteStore(store.path)  # the operator's own connection, as another process has
+    racing = CancelDuringInstall(fleet, other, run_id)
+    with lease:
+        status = Engine(store, racing).execute(run_id, options(concurrency=4), lease)  # type: ignore[arg-type]
+    other.close()
+    assert status is RunStatus.CANCELLED and racing.sent >= 1
+    states = [i.state for i in store.run_items(run_id)]
+    assert KbState.FAILED not in states and KbState.CANCELLED in states
+    assert states.count(KbState.SUCCESS) == sum(fleet.install_counts.values())

@@ -13,6 +13,7 @@ state as it was (the run stays unfinished, for ``resume``), never turns an insta
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -27,7 +28,7 @@ from autopatch.domain.patching import InstallVerdict, KbState, RebootPolicy, Run
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import Attempt, RunItem, RunServer
 from autopatch.engine.ownership import RunLease
-from autopatch.errors import AutoPatchError, ConflictError, ExecutionError, StoreError, TransientError
+from autopatch.errors import AutoPatchError, ConflictError, ExecutionError, StateError, StoreError, TransientError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_install_output, parse_scan_output
 from autopatch.store.runs_sqlite import now
@@ -172,17 +173,14 @@ class Engine:
         if server.status == "Pending":
             self.store.update_server(run_id, instance_id, status="Running", started_at=now())
         failed = cancelled = False
-        for item in self.store.run_items(run_id, instance_id):
+        for kb in [item.kb for item in self.store.run_items(run_id, instance_id)]:
             if state.lease.lost.is_set():
                 return False  # another process drives the run now: it continues from the stored states
-            if item.state is KbState.PENDING and self.cancelled(run_id):
-                self._move(item, KbState.CANCELLED, "run cancelled")
+            item = self._start_item(run_id, instance_id, kb)  # read now: a cancel may have moved it
+            if item.state is KbState.CANCELLED:
                 cancelled = True
                 continue
-            if item.state is KbState.PENDING:
-                self._move(item, KbState.IN_PROGRESS, "")
-            elif item.state is not KbState.IN_PROGRESS:
-                cancelled = cancelled or item.state is KbState.CANCELLED
+            if item.state is not KbState.IN_PROGRESS:
                 continue
             ok = self._complete_item(run_id, item, options)
             failed = failed or not ok
@@ -192,6 +190,22 @@ class Engine:
         status = "Failed" if failed else "Cancelled" if cancelled and self.cancelled(run_id) else "Done"
         self.store.update_server(run_id, instance_id, status=status, finished_at=now(), build_after=build)
         return failed
+
+    def _start_item(self, run_id: str, instance_id: str, kb: str) -> RunItem:
+        """The KB as stored now, moved Pending → InProgress (or Cancelled, in a cancelled run).
+
+        ``autopatch cancel`` in another process moves Pending KBs to Cancelled at any moment; the
+        transition is checked inside the store's transaction, so losing that race is a StateError
+        here and the KB is simply read again.
+        """
+        [item] = [i for i in self.store.run_items(run_id, instance_id) if i.kb == kb]
+        if item.state is not KbState.PENDING:
+            return item
+        new = KbState.CANCELLED if self.cancelled(run_id) else KbState.IN_PROGRESS
+        with contextlib.suppress(StateError):  # lost to a concurrent cancel: read what it left
+            self._move(item, new, "run cancelled" if new is KbState.CANCELLED else "")
+        [item] = [i for i in self.store.run_items(run_id, instance_id) if i.kb == kb]
+        return item
 
     def _complete_item(self, run_id: str, item: RunItem, options: RunOptions) -> bool:
         try:
