@@ -8,13 +8,16 @@ import time
 
 import pytest
 
+from autopatch.domain.identifiers import parse_build
 from autopatch.domain.patching import KbState, RunStatus
+from autopatch.domain.runs import RunItem, RunServer
 from autopatch.engine.ownership import RunLease, new_owner_id, owner_is_dead
-from autopatch.engine.planning import plan_run, start_run, store_plan
+from autopatch.engine.planning import new_run, plan_run, start_run, store_plan
 from autopatch.engine.report import instance_status
 from autopatch.engine.runner import Engine
 from autopatch.errors import ConflictError
 from autopatch.fleet.simulator import FleetSimulator
+from autopatch.fleet.simulator_model import load_ladders
 from autopatch.scanning import discover_instances
 from autopatch.store.sqlite import SqliteStore
 
@@ -121,13 +124,24 @@ def test_a_cancel_racing_the_engine_cancels_what_had_not_started_and_fails_nothi
     lab: tuple[SqliteStore, FleetSimulator],
 ) -> None:
     store, fleet = lab
-    run_id, lease = started(store, fleet)
+    discover_instances(fleet, store)
+    ladder = load_ladders(store, ["Windows Server 2022"])["Windows Server 2022"]
+    server = min(fleet.servers, key=lambda s: parse_build(s.build))
+    newer = [u for u in ladder.lcus if parse_build(u.fixed_build) > parse_build(server.build)][:3]
+    assert len(newer) == 3
+    owner = new_owner_id()
+    run = new_run("patch", {}, owner=owner)
+    items = [
+        RunItem(run.run_id, server.instance_id, f"KB{u.kb}", n, KbState.PENDING, u.subtype, u.fixed_build, "No")
+        for n, u in enumerate(newer)
+    ]
+    store.create_run(run, [RunServer(run.run_id, server.instance_id, server.name, server.product, server.build)], items)
     other = SqliteStore(store.path)  # the operator's own connection, as another process has
-    racing = CancelDuringInstall(fleet, other, run_id)
-    with lease:
-        status = Engine(store, racing).execute(run_id, options(concurrency=4), lease)  # type: ignore[arg-type]
+    racing = CancelDuringInstall(fleet, other, run.run_id)
+    with RunLease(store, run.run_id, owner) as lease:
+        status = Engine(store, racing).execute(run.run_id, options(concurrency=1), lease)  # type: ignore[arg-type]
     other.close()
-    assert status is RunStatus.CANCELLED and racing.sent >= 1
-    states = [i.state for i in store.run_items(run_id)]
-    assert KbState.FAILED not in states and KbState.CANCELLED in states
-    assert states.count(KbState.SUCCESS) == sum(fleet.install_counts.values())
+    assert status is RunStatus.CANCELLED and racing.sent == 1
+    assert [i.state for i in store.run_items(run.run_id)] == [KbState.SUCCESS, KbState.CANCELLED, KbState.CANCELLED]
+    [held] = store.run_servers(run.run_id)
+    assert held.status == "Cancelled" and sum(fleet.install_counts.values()) == 1
