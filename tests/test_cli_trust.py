@@ -264,3 +264,25 @@ def test_an_empty_database_says_import_first(capsys: pytest.CaptureFixture[str],
         code = main(["--db", db, *args])
         err = capsys.readouterr().err
         assert code == 2 and "the catalog is empty" in err and "autopatch catalog import" in err
+
+
+def test_resume_plans_a_run_whose_driver_died_before_it_had_scanned(
+    env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = next(row for row in plan(capsys) if row["kbs_in_order"])
+    with simulator() as fleet:
+        store = SqliteStore(env)
+        [instance] = [i for i in fleet.list_instances() if i.instance_id == target["instance_id"]]
+        store.save_instances([instance], datetime.now(UTC))
+        created, lease = start_run(store, "patch", [instance], {"kbs": [], "severity": "Critical"})
+        lease.release()  # it died right after claiming the server: no scan, no plan
+        assert not store.get_run(created.run_id).planned
+        store.close()
+    code, _, err = run(capsys, "resume")
+    assert code == 0, err
+    store = SqliteStore(env)
+    resumed = store.get_run(created.run_id)
+    assert resumed.planned and resumed.status == "Succeeded"
+    installed = [i.kb for i in store.run_items(created.run_id) if i.state == "Success"]
+    assert installed == target["kbs_in_order"]
+    store.close()

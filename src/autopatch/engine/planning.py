@@ -198,7 +198,8 @@ def plan_started_run(
     run = store.get_run(run_id)
     known = {instance.instance_id: instance for instance in store.list_instances()}
     targets = [known[s.instance_id] for s in store.run_servers(run_id) if s.instance_id in known]
-    kbs = [str(kb) for kb in run.options.get("kbs") or []]  # type: ignore[attr-defined]
+    listed = run.options.get("kbs")
+    kbs = [str(kb) for kb in listed] if isinstance(listed, list) else []
     severity = run.options.get("severity")
     plan = plan_run(store, fleet, targets, kbs, str(severity) if severity else None, run=run, on_progress=on_progress)
     store_plan(store, plan)
