@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
+from autopatch.domain.runs import RunItem
 from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
 from autopatch.engine.report import build_summary, instance_status, run_view
 from autopatch.engine.runner import Engine, RunOptions
@@ -95,20 +96,37 @@ def test_an_install_failure_is_recorded_with_its_hresult_and_not_retried(
     assert instance_status(store, victim)["kbs"][-1]["state"] == "Success"
 
 
-def test_an_install_that_never_finishes_times_out_as_failed(lab: tuple[SqliteStore, FleetSimulator]) -> None:
+def worked_on(store: SqliteStore, run_id: str, instance_id: str) -> RunItem:
+    [item] = [
+        i
+        for i in store.run_items(run_id, instance_id)
+        if i.state not in (KbState.ALREADY_INSTALLED, KbState.SUPERSEDED, KbState.NOT_AVAILABLE)
+    ]
+    return item
+
+
+def test_an_install_that_outlasts_the_engines_wait_is_failed_with_its_timeout(
+    lab: tuple[SqliteStore, FleetSimulator],
+) -> None:
     store, fleet = lab
     plan = planned(store, fleet)
     slow = behind(plan)[0]
-    fleet.set_install_seconds(slow, 10_000_000.0)  # 100 real seconds at this time scale
-    Engine(store, fleet).execute(plan.run.run_id, options(install_timeout=0.3))
-    [item] = [
-        i
-        for i in store.run_items(plan.run.run_id, slow)
-        if i.state is not KbState.ALREADY_INSTALLED
-        and i.state is not KbState.SUPERSEDED
-        and i.state is not KbState.NOT_AVAILABLE
-    ]
+    fleet.set_install_seconds(slow, 5_000.0)  # under the execution timeout, over the engine's wait
+    Engine(store, fleet).execute(plan.run.run_id, options(install_timeout=0.01))  # 1,000 simulated seconds
+    item = worked_on(store, plan.run.run_id, slow)
     assert item.state is KbState.FAILED and "no result within" in item.reason
+
+
+def test_an_install_killed_by_the_execution_timeout_is_failed_saying_so(
+    lab: tuple[SqliteStore, FleetSimulator],
+) -> None:
+    store, fleet = lab
+    plan = planned(store, fleet)
+    slow = behind(plan)[0]
+    fleet.set_install_seconds(slow, 10_000.0)  # longer than the 7,200 s execution timeout
+    assert Engine(store, fleet).execute(plan.run.run_id, options(install_timeout=1.0)) is RunStatus.FAILED
+    item = worked_on(store, plan.run.run_id, slow)
+    assert item.state is KbState.FAILED and "killed by the execution timeout" in item.reason
 
 
 def test_a_server_that_never_comes_back_fails_its_kb_after_the_reboot_timeout(
@@ -122,7 +140,7 @@ def test_a_server_that_never_comes_back_fails_its_kb_after_the_reboot_timeout(
     final = states(store, plan.run.run_id)
     assert all(final[(lost, i.kb)] is KbState.FAILED for i in plan.pending(lost))
     reasons = {i.reason for i in store.run_items(plan.run.run_id, lost) if i.state is KbState.FAILED}
-    assert reasons == {"not back online within 0 s of the reboot"}
+    assert reasons == {"no scan from after the reboot within 0 s"}
 
 
 def test_an_offline_server_is_retried_as_transient_then_failed(lab: tuple[SqliteStore, FleetSimulator]) -> None:

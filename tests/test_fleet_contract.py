@@ -4,7 +4,8 @@ Each adapter comes with a small driver that plays the world outside it: the simu
 ``ManualClock``; SSM's is moto, which answers every command with an empty success at once and on
 every EC2 instance (AWS_TESTING.md). The SSM driver therefore reshapes moto's backend right after
 each SendCommand, as AWS would have it (only the requested instance, InProgress), and writes the
-scripts' output (``scan_json``/``install_json``) when a test completes a command. DescribeInstanceInformation,
+scripts' output (``scan_json``/``install_json``) when a test completes a command, and answers
+``InvalidInstanceId`` for an instance SSM does not manage, as AWS does. DescribeInstanceInformation,
 which moto lacks, is answered by botocore's Stubber, active only while a test lists instances.
 The adapters' own code runs unchanged in every test.
 """
@@ -18,7 +19,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import boto3
+import moto.ec2.utils
 import pytest
+from botocore.awsrequest import AWSResponse
 from botocore.stub import Stubber
 from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -26,11 +29,11 @@ from moto.ssm.models import ssm_backends
 
 from autopatch.domain.fleet import CommandStatus, OfferedUpdate
 from autopatch.domain.instance_ids import parse_instance_id
-from autopatch.errors import NotFoundError, ValidationError
+from autopatch.errors import NotFoundError, TransientError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import UpdateResultCode, install_json, parse_install_output, parse_scan_output, scan_json
 from autopatch.fleet.simulator import FleetSimulator, ManualClock, SimulatorConfig
-from autopatch.fleet.ssm import SsmFleet
+from autopatch.fleet.ssm import REBOOT_COMMENT, SCAN_COMMENT, SsmFleet
 
 REGION = "us-east-1"
 KB = "KB5034770"  # the February 2024 cumulative update of Windows Server 2022
@@ -92,10 +95,11 @@ class SsmDriver:
         image_id = ec2.describe_images(Filters=[{"Name": "platform", "Values": ["windows"]}])["Images"][0]["ImageId"]
         self.online_id, self.offline_id = (self._launch(image_id, name) for name in ("web-01", "db-01"))
         self.names = {self.online_id: "web-01", self.offline_id: "db-01"}
-        self.reboots: list[str] = []
+        self.ec2_reboots: list[str] = []
         ssm.meta.events.register("provide-client-params.ssm.SendCommand", self._remember_targets)
+        ssm.meta.events.register("before-call.ssm.SendCommand", self._refuse_unmanaged)
         ssm.meta.events.register("after-call.ssm.SendCommand", self._start_like_aws)
-        ec2.meta.events.register("provide-client-params.ec2.RebootInstances", self._remember_reboot)
+        ec2.meta.events.register("provide-client-params.ec2.RebootInstances", self._remember_ec2_reboot)
 
     def _launch(self, image_id: str, name: str) -> str:
         tags = [{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": name}]}]
@@ -105,6 +109,16 @@ class SsmDriver:
     @staticmethod
     def _remember_targets(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         context["requested_instance_ids"] = list(params.get("InstanceIds", []))
+
+    def _refuse_unmanaged(self, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        """AWS answers InvalidInstanceId for a target without a connected agent; moto accepts any id."""
+        if set(context["requested_instance_ids"]) <= set(self.names):
+            return None
+        error = {"Code": "InvalidInstanceId", "Message": "Instances not in a valid state for account"}
+        return AWSResponse("https://ssm.amazonaws.com/", 400, {}, None), {
+            "Error": error,
+            "ResponseMetadata": {"HTTPStatusCode": 400},
+        }
 
     @staticmethod
     def _start_like_aws(parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
@@ -118,8 +132,8 @@ class SsmDriver:
         for invocation in command.invocations:
             invocation.update(Status="InProgress", StatusDetails="InProgress", ResponseCode=-1)
 
-    def _remember_reboot(self, params: dict[str, Any], **_: Any) -> None:
-        self.reboots.extend(params["InstanceIds"])
+    def _remember_ec2_reboot(self, params: dict[str, Any], **_: Any) -> None:
+        self.ec2_reboots.extend(params["InstanceIds"])
 
     @contextmanager
     def discovery(self) -> Iterator[None]:
@@ -128,7 +142,7 @@ class SsmDriver:
         stubber.add_response(
             "describe_instance_information",
             {"InstanceInformationList": records},
-            expected_params={"Filters": [{"Key": "PlatformTypes", "Values": ["Windows"]}]},
+            expected_params={"Filters": [{"Key": "PlatformTypes", "Values": ["Windows"]}], "MaxResults": 50},
         )
         with stubber:
             yield
@@ -167,10 +181,17 @@ class SsmDriver:
 
     def installs_sent(self) -> int:
         comments = [command["Comment"] for command in self.ssm.list_commands()["Commands"]]
-        return sum(1 for comment in comments if comment.startswith("AutoPatch ") and comment != "AutoPatch scan")
+        return sum(
+            1
+            for comment in comments
+            if comment.startswith("AutoPatch ") and comment not in (SCAN_COMMENT, REBOOT_COMMENT)
+        )
 
     def was_rebooted(self, instance_id: str) -> bool:
-        return instance_id in self.reboots
+        """A reboot command went to the server through its agent; EC2's hard reset is never used."""
+        assert self.ec2_reboots == []
+        commands = self.ssm.list_commands(InstanceId=instance_id)["Commands"]
+        return any(command["Comment"] == REBOOT_COMMENT for command in commands)
 
 
 @pytest.fixture(params=["simulator", "ssm"])
@@ -184,6 +205,8 @@ def adapter(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     for variable in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(variable, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    # moto 5.2.5 lacks DescribeInstances' "platform" filter; its instances carry the AMI's platform.
+    monkeypatch.setitem(moto.ec2.utils.filter_dict_attribute_mapping, "platform", "platform")
     with mock_aws():
         yield SsmDriver(boto3.client("ssm", region_name=REGION), boto3.client("ec2", region_name=REGION))
 
@@ -286,11 +309,14 @@ def test_a_command_asked_of_a_server_it_was_not_sent_to_is_not_found(
 
 
 def test_reboot_is_accepted_for_a_known_server_and_rejects_unknown_and_malformed_ids(adapter: FleetDriver) -> None:
-    adapter.fleet.reboot(adapter.online_id)
+    command_id = adapter.fleet.reboot(adapter.online_id)
+    assert command_id is None or (isinstance(command_id, str) and command_id)
     assert adapter.was_rebooted(adapter.online_id)
     assert not adapter.was_rebooted(adapter.offline_id)
 
-    with pytest.raises(NotFoundError, match=UNKNOWN_INSTANCE):
+    # SSM cannot tell an id it never managed from a server whose agent is away (InvalidInstanceId,
+    # transient); discovery is what rejects unknown ids before they reach an adapter.
+    with pytest.raises((NotFoundError, TransientError), match=UNKNOWN_INSTANCE):
         adapter.fleet.reboot(UNKNOWN_INSTANCE)
     for malformed in ("i-123", "I-0123456789ABCDEF0", f"{UNKNOWN_INSTANCE}; shutdown /r"):
         with pytest.raises(ValidationError, match=r"^instance_id: "):

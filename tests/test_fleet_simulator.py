@@ -14,7 +14,7 @@ import pytest
 
 from autopatch.catalog.queries import product_updates, resolve_products
 from autopatch.domain.fleet import CommandStatus
-from autopatch.errors import NotFoundError, ValidationError
+from autopatch.errors import NotFoundError, TransientError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import WU_E_NOT_APPLICABLE, parse_install_output, parse_scan_output
 from autopatch.fleet.simulator import FleetSimulator, ManualClock, SimulatedServer, SimulatorConfig, build_fleet
@@ -134,6 +134,8 @@ def test_scan_of_a_server_at_the_2024_01_build_lists_kb5034129_and_offers_the_ne
             }
         ],
         "pending_reboot": False,
+        "last_boot_time": "2024-01-01T00:00:00Z",  # built at simulated time 0, never restarted since
+        "error": None,
     }
 
 
@@ -263,19 +265,51 @@ def test_injected_failure_fails_the_next_install_only(catalog: SqliteStore) -> N
     assert retried["result_code"] == 2
 
 
-def test_offline_server_gets_undeliverable_commands(catalog: SqliteStore) -> None:
-    simulator, _ = make_simulator(catalog, WS2022_FLEET)
+def test_a_command_to_an_absent_agent_waits_then_times_out_undelivered(catalog: SqliteStore) -> None:
+    simulator, clock = make_simulator(catalog, WS2022_FLEET.model_copy(update={"delivery_timeout_seconds": 600.0}))
     server = simulator.servers[0]
     simulator.set_online(server.instance_id, False)
     assert not simulator.is_online(server.instance_id)
-    for command_id in (
-        simulator.send_scan(server.instance_id),
-        simulator.send_install(server.instance_id, "KB5034770"),
-    ):
+    commands = [simulator.send_scan(server.instance_id), simulator.send_install(server.instance_id, "KB5034770")]
+    assert {simulator.get_command(server.instance_id, c).status for c in commands} == {CommandStatus.PENDING}
+    clock.advance(600)
+    for command_id in commands:
         invocation = simulator.get_command(server.instance_id, command_id)
-        assert invocation.status is CommandStatus.UNDELIVERABLE and invocation.exit_code is None
+        assert invocation.status is CommandStatus.DELIVERY_TIMED_OUT and invocation.exit_code is None
+    assert simulator.server(server.instance_id).build == server.build  # it never ran
+
+
+def test_a_command_waiting_for_an_agent_runs_when_the_agent_comes_back(catalog: SqliteStore) -> None:
+    simulator, clock = make_simulator(catalog, WS2022_FLEET)
+    server = server_at(simulator, "10.0.20348.2227")
+    simulator.set_online(server.instance_id, False)
+    command_id = simulator.send_install(server.instance_id, "KB5034770")
+    clock.advance(300)
     simulator.set_online(server.instance_id, True)
-    assert simulator.is_online(server.instance_id)
+    assert simulator.get_command(server.instance_id, command_id).status is CommandStatus.IN_PROGRESS
+    assert finish(simulator, clock, server.instance_id, command_id)["result_code"] == 2
+
+
+def test_an_install_longer_than_the_execution_timeout_is_killed_without_effect(catalog: SqliteStore) -> None:
+    config = WS2022_FLEET.model_copy(update={"execution_timeout_seconds": 3600.0})
+    simulator, clock = make_simulator(catalog, config)
+    server = server_at(simulator, "10.0.20348.2227")
+    simulator.set_install_seconds(server.instance_id, 5400.0)  # a slow cumulative update on an old server
+    command_id = simulator.send_install(server.instance_id, "KB5034770")
+    clock.advance(3599)
+    assert simulator.get_command(server.instance_id, command_id).status is CommandStatus.IN_PROGRESS
+    clock.advance(1)
+    invocation = simulator.get_command(server.instance_id, command_id)
+    assert invocation.status is CommandStatus.EXECUTION_TIMED_OUT and "execution timeout" in invocation.error
+    assert simulator.server(server.instance_id).build == "10.0.20348.2227"
+
+
+def test_a_retry_of_an_installed_kb_reports_already_installed(catalog: SqliteStore) -> None:
+    simulator, clock = make_simulator(catalog, WS2022_FLEET)
+    server = server_at(simulator, "10.0.20348.2227")
+    finish(simulator, clock, server.instance_id, simulator.send_install(server.instance_id, "KB5034770"))
+    again = finish(simulator, clock, server.instance_id, simulator.send_install(server.instance_id, "KB5034770"))
+    assert again["result_code"] == 2 and again["status"] == "already-installed"
 
 
 def test_reboot_takes_the_server_offline_then_back_online_with_no_reboot_pending(catalog: SqliteStore) -> None:
@@ -283,15 +317,26 @@ def test_reboot_takes_the_server_offline_then_back_online_with_no_reboot_pending
     server = server_at(simulator, "10.0.20348.2227")
     finish(simulator, clock, server.instance_id, simulator.send_install(server.instance_id, "KB5034770"))
     assert simulator.server(server.instance_id).pending_reboot
+    booted = simulator.server(server.instance_id).boot_time
     simulator.reboot(server.instance_id)
-    assert not simulator.is_online(server.instance_id)
-    scan_while_down = simulator.send_scan(server.instance_id)
-    assert simulator.get_command(server.instance_id, scan_while_down).status is CommandStatus.UNDELIVERABLE
-    clock.advance(119)
-    assert not simulator.is_online(server.instance_id)
-    clock.advance(1)
+    # Windows takes a while to shut down: it still answers, and a scan shows the old boot time.
     assert simulator.is_online(server.instance_id)
-    assert not simulator.server(server.instance_id).pending_reboot
+    scan = simulator.send_scan(server.instance_id)  # 30 s: it ends as Windows goes down
+    clock.advance(30)
+    report = json.loads(simulator.get_command(server.instance_id, scan).output)
+    assert report["last_boot_time"] == booted.strftime("%Y-%m-%dT%H:%M:%SZ")
+    clock.advance(1)  # down now: the agent is gone, and a send is refused as SSM refuses it
+    with pytest.raises(TransientError, match="InvalidInstanceId"):
+        simulator.send_scan(server.instance_id)
+    assert simulator.is_online(server.instance_id)  # but the heartbeat still says Online, for a while
+    clock.advance(60)  # 91 s after the request
+    assert not simulator.is_online(server.instance_id)
+    clock.advance(58)
+    assert not simulator.is_online(server.instance_id)
+    clock.advance(1)  # 150 s: 30 s shutdown + 120 s restart
+    assert simulator.is_online(server.instance_id)
+    after = simulator.server(server.instance_id)
+    assert not after.pending_reboot and after.boot_time > booted
 
 
 def test_reboot_cuts_off_a_running_install(catalog: SqliteStore) -> None:
@@ -454,17 +499,18 @@ def test_simulator_is_a_fleet_adapter(catalog: SqliteStore) -> None:
     assert all(callable(getattr(adapter, name)) for name in ("list_instances", "send_scan", "get_command", "reboot"))
 
 
-def test_a_state_file_written_before_the_indexes_existed_opens_and_gets_them(
-    catalog: SqliteStore, tmp_path: Path
-) -> None:
+def test_a_version_1_state_file_opens_and_is_upgraded(catalog: SqliteStore, tmp_path: Path) -> None:
     state = tmp_path / "fleet.db"
     clock = ManualClock()
     with FleetSimulator(catalog, WS2022_FLEET, state_path=state, clock=clock) as first:
         server = server_at(first, "10.0.20348.2227")
         command_id = first.send_install(server.instance_id, "KB5034770", token="run-1/attempt-1")
     with sqlite3.connect(state) as db:  # what the first version of the simulator wrote
-        db.execute("DROP INDEX commands_running")
+        db.execute("DROP INDEX commands_unfinished")
         db.execute("DROP INDEX commands_token")
+        for table, column in (("servers", "reboot_at"), ("servers", "booted_at"), ("commands", "run_seconds")):
+            db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+        db.execute("PRAGMA user_version = 1")
     db.close()
     with FleetSimulator(catalog, state_path=state, clock=clock) as second:
         assert second.find_command(server.instance_id, "run-1/attempt-1") == command_id
@@ -473,4 +519,4 @@ def test_a_state_file_written_before_the_indexes_existed_opens_and_gets_them(
     with sqlite3.connect(state) as db:
         indexes = {name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     db.close()
-    assert {"commands_running", "commands_token"} <= indexes
+    assert {"commands_unfinished", "commands_token"} <= indexes

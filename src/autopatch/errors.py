@@ -10,6 +10,7 @@
     │   ├── SourceUnavailableError  Microsoft's API cannot be reached or keeps failing
     │   ├── StoreError        the database failed (adapters translate sqlite3/botocore errors)
     │   └── TransientError    worth retrying with backoff (throttling, Undeliverable, offline)
+    │       └── DeliveryUncertainError  a request that may or may not have reached the service
     └── StateError            an illegal state transition: a bug or a race, never retried
 
 Adapters translate vendor exceptions into these (``raise StoreError(...) from exc``), so nothing
@@ -70,6 +71,14 @@ class StoreError(ExecutionError):
 
 class TransientError(ExecutionError):
     """A failure that usually goes away: throttling, an undeliverable command, a briefly offline server."""
+
+
+class DeliveryUncertainError(TransientError):
+    """A send whose fate is unknown (a timeout or 5xx after the request left): ask before sending again.
+
+    SSM's SendCommand has no idempotency token: resending after such an error can run the command
+    twice. The engine keeps the attempt in "sending" and asks the fleet by token instead.
+    """
 
 
 class StateError(AutoPatchError):

@@ -14,6 +14,8 @@
 | AUTOPATCH_SIMULATOR_SEED  | ``7``                             | seed of the simulated fleet              |
 | AUTOPATCH_SIMULATOR_TIME_SCALE | ``600``                      | simulated seconds per real second        |
 | AUTOPATCH_AWS_REGION      | unset (boto3's default)           | region of the SSM/EC2 fleet              |
+| AUTOPATCH_SSM_OUTPUT_BUCKET | unset                           | S3 bucket for full command output        |
+| AUTOPATCH_SSM_CLOUDWATCH_OUTPUT | ``false``                   | full command output in CloudWatch Logs   |
 """
 
 from __future__ import annotations
@@ -39,3 +41,6 @@ class Settings(BaseSettings):
     simulator_seed: int = 7
     simulator_time_scale: float = Field(default=600.0, gt=0)
     aws_region: str | None = None
+    # SSM returns at most 24,000 characters of output inline; with one of these the rest is read back.
+    ssm_output_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    ssm_cloudwatch_output: bool = False

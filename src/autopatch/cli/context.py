@@ -68,7 +68,11 @@ def build_fleet(settings: Settings, store: SqliteStore) -> FleetAdapter:
     if settings.fleet == "ssm":
         from autopatch.fleet.ssm import SsmFleet
 
-        return SsmFleet(region=settings.aws_region)
+        return SsmFleet(
+            region=settings.aws_region,
+            output_s3_bucket=settings.ssm_output_bucket,
+            cloudwatch_output=settings.ssm_cloudwatch_output,
+        )
     from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 
     config = SimulatorConfig(

@@ -25,6 +25,10 @@ class CommandStatus(StrEnum):
     CANCELLED = "Cancelled"
     UNDELIVERABLE = "Undeliverable"  # instance unreachable: transient, worth retrying
     TERMINATED = "Terminated"
+    # SSM's StatusDetails under Status "TimedOut": the command never ran (agent away for the whole
+    # delivery timeout: transient) or was killed by the execution timeout (the install failed).
+    DELIVERY_TIMED_OUT = "DeliveryTimedOut"
+    EXECUTION_TIMED_OUT = "ExecutionTimedOut"
 
     @property
     def is_terminal(self) -> bool:
@@ -82,6 +86,8 @@ class ScanReport:
     offered: tuple[OfferedUpdate, ...]
     pending_reboot: bool
     scanned_at: datetime
+    boot_time: datetime | None = None  # LastBootUpTime (UTC): proves a reboot happened
+    error: str | None = None  # part of the scan failed (Windows Update unreachable): offered is empty
 
     @property
     def offered_kbs(self) -> frozenset[str]:
@@ -97,3 +103,6 @@ class InstallReport:
     hresult: int  # 0 on success; e.g. 0x80240017 (WU_E_NOT_APPLICABLE) as a signed 32-bit int
     reboot_required: bool
     message: str = ""
+    # What the script found, when it says: "installed", "already-installed" (a retry after a
+    # finished install), "not-applicable", "not-approved" (WSUS), "hidden", "failed".
+    status: str | None = None

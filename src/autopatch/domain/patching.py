@@ -88,6 +88,12 @@ def install_order(subtype: str | None, build: tuple[int, ...] | None, kb: int) -
 
 
 WU_E_NOT_APPLICABLE = -2145124329  # 0x80240017
+# What the install script says when Windows Update will not install the KB, and what that means.
+_NOT_OFFERED = {
+    "not-applicable": "not applicable to this server (WU_E_NOT_APPLICABLE)",
+    "not-approved": "not approved on the WSUS server",
+    "hidden": "hidden in Windows Update on this server",
+}
 _SUCCEEDED = (2, 3)  # OperationResultCode Succeeded, SucceededWithErrors
 REBOOT_EXIT_CODE = 3010  # ERROR_SUCCESS_REBOOT_REQUIRED
 
@@ -111,6 +117,10 @@ def classify_install(report: InstallReport | None, exit_code: int | None, output
         if exit_code in (0, REBOOT_EXIT_CODE):
             return InstallVerdict("success", exit_code == REBOOT_EXIT_CODE, f"exit code {exit_code}")
         return InstallVerdict("failure", False, f"exit code {exit_code}: {output.strip()[-200:]}")
+    if report.status == "already-installed":  # a retry after a finished install: nothing left to do
+        return InstallVerdict("success", report.reboot_required, report.message or "already installed")
+    if report.status in _NOT_OFFERED:
+        return InstallVerdict("not-applicable", False, f"{_NOT_OFFERED[report.status]}: {report.message}"[:300])
     if report.result_code in _SUCCEEDED and report.hresult >= 0:
         return InstallVerdict("success", report.reboot_required, report.message or "installed")
     if report.hresult == WU_E_NOT_APPLICABLE:

@@ -35,6 +35,8 @@ class RunServer:
     started_at: str | None = None
     finished_at: str | None = None
     reason: str = ""
+    reboot_requested_at: str | None = None  # the last reboot asked for (UTC, ISO)
+    boot_before: str | None = None  # the server's boot time before it: a later one proves the reboot
 
 
 @dataclass(frozen=True, slots=True)

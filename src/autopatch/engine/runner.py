@@ -28,14 +28,32 @@ from autopatch.domain.patching import InstallVerdict, KbState, RebootPolicy, Run
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import Attempt, RunItem, RunServer
 from autopatch.engine.ownership import RunLease
-from autopatch.errors import AutoPatchError, ConflictError, ExecutionError, StateError, StoreError, TransientError
+from autopatch.errors import (
+    AutoPatchError,
+    ConflictError,
+    DeliveryUncertainError,
+    ExecutionError,
+    StateError,
+    StoreError,
+    TransientError,
+)
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_install_output, parse_scan_output
 from autopatch.store.runs_sqlite import now
 from autopatch.store.sqlite import SqliteStore
 
 EventCallback = Callable[[str, str, str, str], None]  # (instance_id, kb, state, detail)
-_TRANSIENT_STATUSES = (CommandStatus.UNDELIVERABLE, CommandStatus.CANCELLED, CommandStatus.TERMINATED)
+# The command never ran (or was stopped before it could do anything): sending again is safe.
+_TRANSIENT_STATUSES = (
+    CommandStatus.UNDELIVERABLE,
+    CommandStatus.CANCELLED,
+    CommandStatus.TERMINATED,
+    CommandStatus.DELIVERY_TIMED_OUT,
+)
+# How often, and how far apart, a send whose fate is unknown is looked for before it counts as
+# never sent: ListCommands shows a new command only after a moment.
+_LOOKUPS = 3
+_LOOKUP_DELAY = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +61,7 @@ class RunOptions:
     concurrency: int = 10
     max_errors: int | None = None
     reboot: RebootPolicy = RebootPolicy.IF_REQUIRED
-    install_timeout: float = 3600.0
+    install_timeout: float = 7200.0  # a Server 2016 cumulative update can take over an hour
     reboot_timeout: float = 1800.0
     transient_retries: int = 3
     poll: PollPolicy = field(default_factory=lambda: PollPolicy(first_delay=1.0, max_delay=30.0))
@@ -219,14 +237,21 @@ class Engine:
             self._move(item, KbState.FAILED, verdict.reason)
             return False
         if not verdict.reboot_required or options.reboot is RebootPolicy.NEVER:
-            note = "installed; reboot pending (policy never)" if verdict.reboot_required else "installed"
+            note = f"{verdict.reason}; reboot pending (policy never)" if verdict.reboot_required else verdict.reason
             self._move(item, KbState.SUCCESS, note, reboot_required=verdict.reboot_required)
             return True
         if options.reboot is RebootPolicy.ALWAYS_AT_END:
             if attempt.phase == "done":
                 self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="awaiting-reboot")
             return True
-        self._reboot_once(run_id, item.instance_id, [(item, attempt)], options)
+        try:
+            self._reboot_once(run_id, item.instance_id, [(item, attempt)], options)
+        except StoreError:
+            raise
+        except AutoPatchError as exc:  # installed all the same: a reboot that could not be asked for fails nothing
+            note = f"installed; reboot pending: the reboot could not be asked for ({exc})"[:500]
+            self._move(item, KbState.SUCCESS, note, reboot_required=True)
+            return True
         return self._verify(run_id, [item], options)
 
     # --- one install, resumable ----------------------------------------------------------------
@@ -258,6 +283,9 @@ class Engine:
         self.on_event(item.instance_id, item.kb, "sending", token)
         try:
             command_id = self.fleet.send_install(item.instance_id, item.kb, token)
+        except DeliveryUncertainError as exc:  # it may exist: left "sending", resolved by asking
+            self.store.update_attempt(run_id, item.instance_id, item.kb, number, output_tail=str(exc)[:500])
+            return
         except TransientError as exc:
             self.store.update_attempt(
                 run_id, item.instance_id, item.kb, number, phase="transient", output_tail=str(exc)[:500]
@@ -268,11 +296,22 @@ class Engine:
         )
 
     def _recover_send(self, run_id: str, item: RunItem, attempt: Attempt) -> None:
-        """A crash between recording the intent and the command id: ask the fleet by token."""
-        command_id = self.fleet.find_command(item.instance_id, attempt.token) if attempt.token else None
+        """A send whose fate is unknown (a crash, a timeout): ask the fleet by token, a few times.
+
+        Sending again without asking could run the install twice: SSM's SendCommand has no
+        idempotency token. Only after the command stayed unfound for a while is it "never sent".
+        """
+        since = datetime.fromisoformat(attempt.sent_at) if attempt.sent_at else None
+        command_id = None
+        for lookup in range(_LOOKUPS if attempt.token else 0):
+            if lookup:
+                self.sleep(_LOOKUP_DELAY)
+            command_id = self.fleet.find_command(item.instance_id, attempt.token, since)
+            if command_id is not None:
+                break
         if command_id is None:
             self.store.update_attempt(
-                run_id, item.instance_id, item.kb, attempt.attempt, phase="transient", output_tail="never sent (crash)"
+                run_id, item.instance_id, item.kb, attempt.attempt, phase="transient", output_tail="never sent"
             )
         else:
             self.store.update_attempt(
@@ -302,7 +341,9 @@ class Engine:
         except AutoPatchError:
             report = None
         verdict = classify_install(report, invocation.exit_code, invocation.output)
-        if invocation.status is CommandStatus.TIMED_OUT:
+        if invocation.status is CommandStatus.EXECUTION_TIMED_OUT:
+            verdict = InstallVerdict("failure", False, f"killed by the execution timeout: {invocation.error}"[:300])
+        elif invocation.status is CommandStatus.TIMED_OUT:
             verdict = InstallVerdict("failure", False, "command timed out on the server")
         # status holds the verdict; the first line of output_tail its reason, then the raw output.
         self.store.update_attempt(
@@ -355,9 +396,33 @@ class Engine:
                 return
         for item, attempt in waiting:
             self.store.update_attempt(run_id, item.instance_id, item.kb, attempt.attempt, phase="reboot-pending")
+        # The server's own clock says whether it restarted: its boot time before, compared with a
+        # later scan's (our clock and the server's need not agree). Unknown: one scan learns it.
+        scans = self.store.latest_scans([instance_id])
+        boot_before = scans[instance_id].boot_time if instance_id in scans else None
+        if boot_before is None and (scan := self._scan(instance_id, options)) is not None:
+            boot_before = scan.boot_time
+        requested = now()
         self.on_event(instance_id, "", "rebooting", "")
-        self.fleet.reboot(instance_id)
-        self._record_reboot(run_id, instance_id, waiting, sent=True)
+        self._ask_reboot(instance_id, options)
+        self.store.record_reboot(
+            run_id,
+            instance_id,
+            [(item.kb, attempt.attempt) for item, attempt in waiting],
+            requested_at=requested,
+            boot_before=boot_before.isoformat() if boot_before else None,
+        )
+
+    def _ask_reboot(self, instance_id: str, options: RunOptions) -> None:
+        """Ask for the restart, retrying what is transient (throttling, the agent briefly away)."""
+        for attempt in range(options.transient_retries + 1):
+            try:
+                self.fleet.reboot(instance_id)
+                return
+            except TransientError:
+                if attempt == options.transient_retries:
+                    raise
+                self.sleep(min(options.poll.max_delay, options.poll.first_delay * 2 ** (attempt + 1)))
 
     def _record_reboot(self, run_id: str, instance_id: str, waiting: list[tuple[RunItem, Attempt]], sent: bool) -> None:
         """The reboot happened (``sent`` now, or by a crashed predecessor): count it once, with the phases."""
@@ -380,13 +445,17 @@ class Engine:
         return self.fleet.is_online(instance_id)
 
     def _verify(self, run_id: str, items: list[RunItem], options: RunOptions) -> bool:
-        """After a reboot: online again (bounded), and each KB present by hotfix list or build."""
+        """After a reboot: a scan from after it (newer boot time), and each KB present by hotfix list or build.
+
+        Being online proves nothing: SSM reports a server Online for minutes after a restart was
+        asked for, and a scan in that window reads the old state, or is cut off by the shutdown.
+        """
         instance_id = items[0].instance_id
-        if not self._await_online(instance_id, options):
+        scan = self._scan_after_reboot(run_id, instance_id, options)
+        if scan is None:
             for item in items:
-                self._move(item, KbState.FAILED, f"not back online within {options.reboot_timeout:.0f} s of the reboot")
+                self._move(item, KbState.FAILED, f"no scan from after the reboot within {options.reboot_timeout:.0f} s")
             return False
-        scan = self._scan(instance_id, options)
         ok = True
         for item in items:
             present = scan is not None and (
@@ -399,6 +468,22 @@ class Engine:
                 self._move(item, KbState.FAILED, "not present after the reboot (hotfix list and build checked)")
                 ok = False
         return ok
+
+    def _scan_after_reboot(self, run_id: str, instance_id: str, options: RunOptions) -> ScanReport | None:
+        """Scan until a report shows a boot after the reboot was asked for (bounded by the reboot timeout)."""
+        [server] = [s for s in self.store.run_servers(run_id) if s.instance_id == instance_id]
+        baseline = _boot_baseline(server)
+        deadline = self.clock() + options.reboot_timeout
+        delays = options.poll.delays()
+        while self.clock() < deadline:
+            if self._await_online(instance_id, options):
+                scan = self._scan(instance_id, options)
+                if scan is not None and (baseline is None or scan.boot_time is None or scan.boot_time > baseline):
+                    return scan
+                if scan is not None:
+                    self.on_event(instance_id, "", "not rebooted yet", f"boot time {scan.boot_time}")
+            self.sleep(max(0.0, min(next(delays, options.poll.max_delay), deadline - self.clock())))
+        return None
 
     def _reboot_at_end(self, run_id: str, instance_id: str, options: RunOptions) -> bool:
         latest = {attempt.kb: attempt for attempt in self.store.attempts(run_id, instance_id)}  # ordered by attempt
@@ -464,6 +549,11 @@ def _stored_verdict(attempt: Attempt) -> InstallVerdict:
     return InstallVerdict(
         attempt.status or "failure", bool(attempt.reboot_required), attempt.output_tail.split("\n", 1)[0]
     )
+
+
+def _boot_baseline(server: RunServer) -> datetime | None:
+    """What a scan's boot time must be newer than: the server's boot time before the reboot, if known."""
+    return datetime.fromisoformat(server.boot_before) if server.boot_before else None
 
 
 def _reasons(servers: list[RunServer]) -> str:

@@ -13,12 +13,14 @@ scan — one JSON object::
      "installation_type": "Server" | "Server Core",
      "installed_kbs": ["KB5034129", ...],
      "offered_updates": [{"kb": "KB5034770", "title": "2024-02 Cumulative Update ..."}],
-     "pending_reboot": false}
+     "pending_reboot": false,
+     "last_boot_time": "2024-02-14T03:12:45Z",     (optional: UTC, LastBootUpTime)
+     "error": null}                                 (optional: why part of the scan failed)
 
 install — one JSON object::
 
     {"schema": 1, "kb": "KB5034770", "result_code": 2, "hresult": 0, "reboot_required": true,
-     "message": "..."}
+     "message": "...", "status": "installed"}      (status optional, see InstallReport.status)
 
 ``result_code`` is the Windows Update Agent OperationResultCode (2 Succeeded, 3 Succeeded with
 errors, 4 Failed, 5 Aborted); ``hresult`` is a signed 32-bit HRESULT (0 = S_OK; -2145124329 =
@@ -27,6 +29,7 @@ errors, 4 Failed, 5 Aborted); ``hresult`` is a signed 32-bit HRESULT (0 = S_OK; 
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Protocol
 
 from autopatch.domain.fleet import CommandInvocation, Instance
@@ -44,11 +47,13 @@ class FleetAdapter(Protocol):
 
         ``token`` tags the command (SSM: its Comment) so that ``find_command`` can tell, after a
         crash between sending and recording, whether the command exists. Raise
-        ``TransientError`` for throttling or a briefly unreachable service.
+        ``TransientError`` for throttling or a briefly unreachable service (the command was not
+        created), ``DeliveryUncertainError`` when it may have been (a timeout or a 5xx after the
+        request left): never retry such a send blindly.
         """
 
-    def find_command(self, instance_id: str, token: str) -> str | None:
-        """The id of the command sent with ``token``, or None if none was sent."""
+    def find_command(self, instance_id: str, token: str, since: datetime | None = None) -> str | None:
+        """The id of the command sent with ``token`` (at or after ``since``, UTC), or None if none was."""
 
     def expected_completion(self, instance_id: str, command_id: str) -> float | None:
         """Seconds until the adapter expects the command to finish, or None when it cannot know.
@@ -62,8 +67,12 @@ class FleetAdapter(Protocol):
     def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
         """The command's current status and, once terminal, its exit code and output."""
 
-    def reboot(self, instance_id: str) -> None:
-        """Ask the server to restart (returns at once; poll ``is_online``)."""
+    def reboot(self, instance_id: str) -> str | None:
+        """Ask the server to restart cleanly (returns at once); the command id when a command carries it.
+
+        Being online again proves nothing (SSM reports a server Online for minutes after a restart
+        was asked for): a reboot is proven by a scan whose ``last_boot_time`` is newer than before.
+        """
 
     def is_online(self, instance_id: str) -> bool:
         """Whether the server answers commands right now."""

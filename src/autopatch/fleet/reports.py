@@ -12,18 +12,32 @@ so the last non-empty line must be the JSON object (the scripts print it with ``
 
 ``scan_json`` and ``install_json`` produce the same text, validated by the same models, so the
 simulator can never print something the SSM path would reject.
+
+Text fields can hold any language: the scripts escape every character above ``~`` as ``\\uXXXX``
+because Windows PowerShell 5.1 writes stdout in the OEM code page, which would mangle a Greek
+computer name or a French update title before SSM read it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_serializer,
+    field_validator,
+)
 
 from autopatch.domain.fleet import InstallReport, OfferedUpdate, ScanReport
 from autopatch.domain.identifiers import parse_build, parse_kb
@@ -38,6 +52,15 @@ SSM_OUTPUT_LIMIT = 24_000
 # 0x80240017 WU_E_NOT_APPLICABLE as a signed 32-bit int: what install.ps1 reports for a KB that
 # Windows Update does not offer (installed, superseded, or not for this OS).
 WU_E_NOT_APPLICABLE = -2145124329
+# A scan's "error" is one line for a run's record and a table cell: a COM message can run to pages.
+ERROR_LIMIT = 300
+# What scan.ps1 prints: LastBootUpTime in UTC to the second. ASCII digits only ([0-9], not \d).
+_UTC_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
+_UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+InstallStatus = Literal["installed", "already-installed", "not-applicable", "not-approved", "hidden", "failed"]
+# result_code 2 (Succeeded) or 3 (SucceededWithErrors): the KB is on the server.
+_SUCCEEDED_CODES = frozenset({2, 3})
+_SUCCESS_STATUSES = frozenset({"installed", "already-installed"})
 
 
 class UpdateResultCode(IntEnum):
@@ -58,7 +81,29 @@ def _canonical_kb(value: str) -> str:
         raise ValueError(error.rule) from None
 
 
+def _utc_timestamp(value: object) -> object:
+    """``2024-02-14T03:12:45Z`` to an aware UTC datetime; any other form (an offset, no ``Z``) is refused."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _UTC_TIMESTAMP.fullmatch(value):
+        raise ValueError("must be a UTC time written YYYY-MM-DDTHH:MM:SSZ")
+    try:
+        return datetime.strptime(value, _UTC_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        raise ValueError("is not a real date and time") from None
+
+
+def _one_line(value: str | None) -> str | None:
+    """An error text on one line, cut to ``ERROR_LIMIT``; an empty one means no error."""
+    if value is None:
+        return None
+    text = " ".join(value.split())
+    return _shorten(text, ERROR_LIMIT) if text else None
+
+
 KbId = Annotated[str, AfterValidator(_canonical_kb)]
+UtcTimestamp = Annotated[datetime, BeforeValidator(_utc_timestamp)]
+ErrorText = Annotated[str | None, AfterValidator(_one_line)]
 _STRICT = ConfigDict(strict=True, extra="ignore", frozen=True)  # extra fields: a newer script, same schema
 
 
@@ -82,6 +127,20 @@ class _ScanModel(BaseModel):
     installed_kbs: list[KbId]
     offered_updates: list[_OfferedUpdateModel]
     pending_reboot: bool
+    last_boot_time: UtcTimestamp | None = None  # older scripts did not print it
+    error: ErrorText = None  # the Windows Update part failed; build and installed KBs still hold
+
+    @field_validator("error")
+    @classmethod
+    def _nothing_offered_when_windows_update_failed(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # An error means the searcher never answered: a list of offered updates beside it is a guess.
+        if value is not None and info.data.get("offered_updates"):
+            raise ValueError("must be null when offered_updates is not empty")
+        return value
+
+    @field_serializer("last_boot_time")
+    def _write_utc(self, value: datetime | None) -> str | None:
+        return None if value is None else value.astimezone(UTC).strftime(_UTC_FORMAT)
 
     @property
     def build(self) -> str:
@@ -99,6 +158,19 @@ class _InstallModel(BaseModel):
     hresult: int = Field(ge=-(2**31), le=2**31 - 1)  # signed, as PowerShell prints an Int32
     reboot_required: bool
     message: str
+    status: InstallStatus | None = None  # older scripts did not print it
+
+    @field_validator("status")
+    @classmethod
+    def _status_agrees_with_result_code(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # "installed" beside result code 4 would mark a failed KB done (or the reverse): refuse both.
+        result_code = info.data.get("result_code")
+        if value is None or result_code is None:  # result_code itself invalid: already reported
+            return value
+        if (value in _SUCCESS_STATUSES) != (result_code in _SUCCEEDED_CODES):
+            expected = "2 or 3" if value in _SUCCESS_STATUSES else "other than 2 or 3"
+            raise ValueError(f"needs a result_code {expected}, got {result_code}")
+        return value
 
 
 def parse_scan_output(instance_id: str, text: str, scanned_at: datetime) -> ScanReport:
@@ -119,6 +191,8 @@ def parse_scan_output(instance_id: str, text: str, scanned_at: datetime) -> Scan
         offered=tuple(offered.values()),
         pending_reboot=model.pending_reboot,
         scanned_at=scanned_at,
+        boot_time=model.last_boot_time,
+        error=model.error,
     )
 
 
@@ -132,6 +206,7 @@ def parse_install_output(text: str, instance_id: str | None = None) -> InstallRe
         hresult=model.hresult,
         reboot_required=model.reboot_required,
         message=model.message,
+        status=model.status,
     )
 
 
@@ -144,8 +219,16 @@ def scan_json(
     installed_kbs: Iterable[str] = (),
     offered_updates: Iterable[OfferedUpdate] = (),
     pending_reboot: bool = False,
+    last_boot_time: datetime | None = None,
+    error: str | None = None,
 ) -> str:
-    """The one-line JSON that ``scan.ps1`` prints, for a server at ``build`` (``10.0.20348.2227``)."""
+    """The one-line JSON that ``scan.ps1`` prints, for a server at ``build`` (``10.0.20348.2227``).
+
+    ``last_boot_time`` must be timezone-aware (it is written in UTC, to the second); ``error`` says
+    why the Windows Update part of the scan failed, and then ``offered_updates`` must be empty.
+    """
+    if last_boot_time is not None and last_boot_time.utcoffset() is None:
+        raise ValidationError("last_boot_time", last_boot_time, "must be timezone-aware (it is written in UTC)")
     major, minor, current_build, ubr = parse_build(build)
     document = {
         "schema": SCHEMA_VERSION,
@@ -158,14 +241,22 @@ def scan_json(
         "installed_kbs": list(installed_kbs),
         "offered_updates": [{"kb": update.kb, "title": update.title} for update in offered_updates],
         "pending_reboot": pending_reboot,
+        "last_boot_time": None if last_boot_time is None else last_boot_time.astimezone(UTC).strftime(_UTC_FORMAT),
+        "error": error,
     }
     return _dump(_ScanModel, document)
 
 
 def install_json(
-    *, kb: str, result_code: int, hresult: int = 0, reboot_required: bool = False, message: str = ""
+    *,
+    kb: str,
+    result_code: int,
+    hresult: int = 0,
+    reboot_required: bool = False,
+    message: str = "",
+    status: str | None = None,
 ) -> str:
-    """The one-line JSON that ``install.ps1`` prints."""
+    """The one-line JSON that ``install.ps1`` prints; ``status`` is one of ``InstallStatus`` or None."""
     document = {
         "schema": SCHEMA_VERSION,
         "kb": kb,
@@ -173,6 +264,7 @@ def install_json(
         "hresult": hresult,
         "reboot_required": reboot_required,
         "message": message,
+        "status": status,
     }
     return _dump(_InstallModel, document)
 
@@ -206,7 +298,8 @@ def _dump(model: type[BaseModel], document: Mapping[str, Any]) -> str:
     except pydantic.ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         raise ValidationError(_location(first["loc"]), first.get("input"), _rule(first)) from exc
-    return json.dumps(validated.model_dump(by_alias=True), separators=(",", ":"), ensure_ascii=False)
+    # ASCII with \\uXXXX escapes, as the scripts print it (see the module docstring).
+    return json.dumps(validated.model_dump(by_alias=True), separators=(",", ":"), ensure_ascii=True)
 
 
 def _describe(error: pydantic.ValidationError) -> str:

@@ -28,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
@@ -35,7 +36,7 @@ from typing import TypeVar
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import parse_instance_id
-from autopatch.errors import NotFoundError, ValidationError
+from autopatch.errors import NotFoundError, TransientError, ValidationError
 from autopatch.fleet.simulator_model import (
     INSTALL_FAILURE_HRESULTS,
     CommandKind,
@@ -59,6 +60,7 @@ __all__ = ["FleetSimulator", "ManualClock", "SimulatedServer", "SimulatorConfig"
 # otherwise find the command still running after float rounding, and a ManualClock would then spin.
 _COMPLETION_MARGIN_SECONDS = 0.001
 _CUT_OFF = "the instance restarted while the command was running"
+_NOT_DELIVERED = "DeliveryTimedOut: the SSM agent did not answer within the delivery timeout"
 
 Result = TypeVar("Result")
 
@@ -152,22 +154,42 @@ class FleetSimulator:
     def _settle_server(
         self, tx: StateTransaction, server: SimulatedServer, running: list[SimulatedCommand]
     ) -> tuple[SimulatedServer, list[SimulatedCommand]]:
-        """Finish every due command of one server in simulated-time order, then a due reboot."""
+        """Bring one server up to now: commands due, a shutdown, a boot, deliveries to an absent agent."""
         now = tx.now
-        due = sorted((command for command in running if command.due_at <= now), key=lambda c: c.due_at)
-        finished: list[SimulatedCommand] = []
-        for command in due:
-            server, done = self._finish(server, command)
-            finished.append(done)
+        changed: dict[str, SimulatedCommand] = {}
+        shutdown = server.reboot_at if server.reboot_at is not None and server.reboot_at <= now else None
+        for command in sorted((c for c in running if c.status is CommandStatus.IN_PROGRESS), key=lambda c: c.due_at):
+            if shutdown is not None and command.due_at > shutdown:  # Windows went down under it
+                changed[command.command_id] = replace(command, status=CommandStatus.FAILED, exit_code=1, error=_CUT_OFF)
+            elif command.due_at <= now:
+                server, changed[command.command_id] = self._finish(server, command)
         rebooted = server.rebooting_until is not None and server.rebooting_until <= now
         if rebooted:
-            server = replace(server, rebooting_until=None, pending_reboot=False)
-        if finished or rebooted:
-            tx.save_commands(finished)
+            booted = server.rebooting_until
+            assert booted is not None
+            server = replace(server, rebooting_until=None, reboot_at=None, pending_reboot=False, booted_at=booted)
+        for command in (c for c in running if c.status is CommandStatus.PENDING):
+            if command.due_at <= now:  # the agent stayed away for the whole delivery timeout
+                changed[command.command_id] = replace(
+                    command, status=CommandStatus.DELIVERY_TIMED_OUT, error=_NOT_DELIVERED
+                )
+            elif server.reachable(now):  # the agent is back: the command starts now
+                changed[command.command_id] = self._delivered(command, now)
+        if changed or rebooted:
+            tx.save_commands(changed.values())
             tx.save_server(server)
-        return server, [command for command in running if command.due_at > now]
+        still = [changed.get(c.command_id, c) for c in running]
+        return server, [c for c in still if not c.status.is_terminal]
+
+    def _delivered(self, command: SimulatedCommand, now: float) -> SimulatedCommand:
+        run = command.run_seconds if command.run_seconds is not None else command.duration
+        duration = min(run, self.config.execution_timeout_seconds)
+        return replace(command, status=CommandStatus.IN_PROGRESS, started_at=now, duration=duration)
 
     def _finish(self, server: SimulatedServer, command: SimulatedCommand) -> tuple[SimulatedServer, SimulatedCommand]:
+        if command.run_seconds is not None and command.run_seconds > command.duration:
+            error = f"killed by the execution timeout after {command.duration:.0f} s (the install needed longer)"
+            return server, replace(command, status=CommandStatus.EXECUTION_TIMED_OUT, error=error)
         if command.kind is CommandKind.SCAN:
             output = scan_output(server, self._ladders.get(server.product))
             return server, replace(command, status=CommandStatus.SUCCESS, exit_code=0, output=output)
@@ -190,36 +212,33 @@ class FleetSimulator:
         random_hresult: int | None = None,
         token: str | None = None,
     ) -> str:
-        """Store a new command: running when the server answers, Undeliverable at once when it does not."""
+        """Store a new command: running when the agent answers, Pending (until delivered or timed out) when not.
+
+        A server in the middle of a restart refuses the send outright, as SSM answers
+        InvalidInstanceId while the agent is down: a transient error, the send is retried later.
+        """
+        now = tx.now
+        if server.online and server.restarting(now):
+            raise TransientError(
+                f"InvalidInstanceId: {server.instance_id} is restarting and its SSM agent is not connected"
+            )
         bits = random.Random(f"{self.config.seed}/command/{tx.next_sequence()}").getrandbits(128)
         command_id = str(uuid.UUID(int=bits, version=4))
-        now = tx.now
-        if not server.reachable(now):  # SSM cannot deliver to an instance whose agent does not answer
-            error = f"{server.instance_id} is not reachable: its SSM agent is offline"
-            command = SimulatedCommand(
-                command_id,
-                server.instance_id,
-                kind,
-                kb,
-                now,
-                0.0,
-                CommandStatus.UNDELIVERABLE,
-                error=error,
-                token=token,
-            )
-        else:
-            command = SimulatedCommand(
-                command_id,
-                server.instance_id,
-                kind,
-                kb,
-                now,
-                duration,
-                CommandStatus.IN_PROGRESS,
-                injected_hresult=injected_hresult,
-                random_hresult=random_hresult,
-                token=token,
-            )
+        command = SimulatedCommand(
+            command_id,
+            server.instance_id,
+            kind,
+            kb,
+            now,
+            self.config.delivery_timeout_seconds,
+            CommandStatus.PENDING,
+            injected_hresult=injected_hresult,
+            random_hresult=random_hresult,
+            token=token,
+            run_seconds=duration,
+        )
+        if server.reachable(now):
+            command = self._delivered(command, now)
         tx.insert_command(command)
         return command_id
 
@@ -293,8 +312,8 @@ class FleetSimulator:
 
         return self._transaction(operation)
 
-    def find_command(self, instance_id: str, token: str) -> str | None:
-        """The id of the command sent to this server with ``token``, or None if none was."""
+    def find_command(self, instance_id: str, token: str, since: datetime | None = None) -> str | None:
+        """The id of the command sent to this server with ``token``, or None if none was (``since``: unused)."""
         canonical = parse_instance_id(instance_id)
         return self._transaction(lambda tx: tx.command_id_by_token(tx.server(canonical).instance_id, token))
 
@@ -328,24 +347,34 @@ class FleetSimulator:
         """The command as it stands now; InProgress until its simulated duration has passed."""
         return self._transaction(lambda tx: self._command_of(tx, instance_id, command_id).invocation())
 
-    def reboot(self, instance_id: str) -> None:
-        """Restart the server: offline for ``reboot_seconds``, then online with no reboot pending.
+    def reboot(self, instance_id: str) -> str | None:
+        """Restart cleanly: Windows goes down ``shutdown_seconds`` later, for ``reboot_seconds``, then boots.
 
-        A command still running is cut off (Failed, no effect), as a restart mid-install would.
+        Until it goes down it still answers (and a scan then still shows the old boot time); a
+        command running at that moment is cut off (Failed, no effect). A restart already under way
+        is not asked for twice.
         """
 
         def operation(tx: StateTransaction) -> None:
-            server, running = self._settle(tx, instance_id)
-            cut = [replace(command, status=CommandStatus.FAILED, exit_code=1, error=_CUT_OFF) for command in running]
-            until = math.inf if server.reboot_never_returns else tx.now + self.config.reboot_seconds
-            tx.save_commands(cut)
-            tx.save_server(replace(server, rebooting_until=until))
+            server, _ = self._settle(tx, instance_id)
+            if server.rebooting_until is not None:
+                return
+            down = tx.now + self.config.shutdown_seconds
+            until = math.inf if server.reboot_never_returns else down + self.config.reboot_seconds
+            tx.save_server(replace(server, reboot_at=down, rebooting_until=until))
 
         self._transaction(operation)
+        return None
 
     def is_online(self, instance_id: str) -> bool:
-        """Whether the server answers: administratively online and not in the middle of a reboot."""
-        return self._transaction(lambda tx: self._settle(tx, instance_id)[0].reachable(tx.now))
+        """SSM's PingStatus: the agent answers — or went down less than ``heartbeat_lag_seconds`` ago."""
+        return self._transaction(lambda tx: self._heartbeat(self._settle(tx, instance_id)[0], tx.now))
+
+    def _heartbeat(self, server: SimulatedServer, now: float) -> bool:
+        if server.reachable(now):
+            return True
+        down_since = server.reboot_at
+        return server.online and down_since is not None and now < down_since + self.config.heartbeat_lag_seconds
 
     # --- fault injection and inspection ------------------------------------------------------------
 
@@ -366,8 +395,8 @@ class FleetSimulator:
         """
 
         def change(server: SimulatedServer) -> SimulatedServer:
-            if online and server.rebooting_until is not None:
-                server = replace(server, rebooting_until=None, pending_reboot=False)
+            if online and server.rebooting_until is not None:  # it booted after all
+                server = replace(server, rebooting_until=None, reboot_at=None, pending_reboot=False)
             return replace(server, online=online)
 
         self._update_server(instance_id, change)

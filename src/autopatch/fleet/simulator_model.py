@@ -19,6 +19,7 @@ import re
 import string
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -81,6 +82,13 @@ class SimulatorConfig(BaseModel):
     install_seconds_mean: float = Field(default=600.0, ge=0.0)
     install_seconds_jitter: float = Field(default=0.3, ge=0.0, le=1.0)
     reboot_seconds: float = Field(default=120.0, ge=0.0)
+    # After a restart is asked for, Windows takes a while to shut down (services stop, updates finish)
+    # and SSM's heartbeat keeps saying Online a while longer: the trap a reboot check must not fall in.
+    shutdown_seconds: float = Field(default=30.0, ge=0.0)
+    heartbeat_lag_seconds: float = Field(default=60.0, ge=0.0)
+    # SSM's TimeoutSeconds (how long a command waits for an absent agent) and executionTimeout.
+    delivery_timeout_seconds: float = Field(default=600.0, ge=0.0)
+    execution_timeout_seconds: float = Field(default=7200.0, gt=0.0)
     scan_seconds: float = Field(default=30.0, ge=0.0)
     failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     time_scale: float = Field(default=1.0, gt=0.0)
@@ -172,6 +180,12 @@ class SimulatedServer:
     rebooting_until: float | None = None  # simulated time; math.inf when the reboot never returns
     reboot_never_returns: bool = False
     install_seconds: float | None = None  # overrides the configured install duration
+    reboot_at: float | None = None  # when an asked-for restart takes Windows down (it answers until then)
+    booted_at: float = 0.0  # simulated time of the last boot: the scan's last_boot_time
+
+    @property
+    def boot_time(self) -> datetime:
+        return SIMULATED_EPOCH + timedelta(seconds=self.booted_at)
 
     @property
     def is_core(self) -> bool:
@@ -198,7 +212,12 @@ class SimulatedServer:
         return {"Name": self.name, "Environment": self.environment, "OS": self.product}
 
     def reachable(self, now: float) -> bool:
-        return self.online and (self.rebooting_until is None or self.rebooting_until <= now)
+        """Its agent answers: administratively online, and not between shutdown and boot."""
+        return self.online and not self.restarting(now)
+
+    def restarting(self, now: float) -> bool:
+        down_from = self.reboot_at if self.reboot_at is not None else self.rebooting_until
+        return self.rebooting_until is not None and down_from is not None and down_from <= now < self.rebooting_until
 
     def instance(self, now: float) -> Instance:
         return Instance(
@@ -290,6 +309,7 @@ def scan_output(server: SimulatedServer, ladder: ProductLadder | None) -> str:
         installed_kbs=sorted(server.installed_kbs),
         offered_updates=offered,
         pending_reboot=server.pending_reboot,
+        last_boot_time=server.boot_time,
     )
 
 
@@ -302,6 +322,7 @@ class InstallOutcome:
     hresult: int
     reboot_required: bool
     message: str
+    status: str | None = None  # the install contract's status (already-installed, not-applicable…)
 
     @property
     def exit_code(self) -> int:
@@ -314,6 +335,7 @@ class InstallOutcome:
             hresult=self.hresult,
             reboot_required=self.reboot_required,
             message=self.message,
+            status=self.status,
         )
 
 
@@ -334,13 +356,16 @@ def install_update(
     """
     if injected_hresult is not None:
         return server, _failed(kb, injected_hresult, f"Installation of {kb} failed (injected fault)")
-    if kb in server.installed_kbs:
-        return server, InstallOutcome(kb, UpdateResultCode.SUCCEEDED, S_OK, False, f"{kb} is already installed")
+    if kb in server.installed_kbs:  # a retry after a finished install: Windows Update finds it installed
+        message = f"{kb} is already installed"
+        outcome = InstallOutcome(
+            kb, UpdateResultCode.SUCCEEDED, S_OK, server.pending_reboot, message, "already-installed"
+        )
+        return server, outcome
     update = ladder.updates.get(int(kb[2:])) if ladder else None
     if update is None or parse_build(update.fixed_build) <= parse_build(server.build):
-        return server, _failed(
-            kb, WU_E_NOT_APPLICABLE, f"{kb} is not applicable to this computer (WU_E_NOT_APPLICABLE)"
-        )
+        message = f"{kb} is not applicable to this computer (WU_E_NOT_APPLICABLE)"
+        return server, replace(_failed(kb, WU_E_NOT_APPLICABLE, message), status="not-applicable")
     if random_hresult is not None:
         return server, _failed(kb, random_hresult, f"Installation of {kb} failed")
     installed = server.installed_kbs
@@ -355,12 +380,17 @@ def install_update(
         pending_reboot=server.pending_reboot or reboot,
     )
     return after, InstallOutcome(
-        kb, UpdateResultCode.SUCCEEDED, S_OK, reboot, f"Installed {update_title(update, server.product)}"
+        kb, UpdateResultCode.SUCCEEDED, S_OK, reboot, f"Installed {update_title(update, server.product)}", "installed"
     )
 
 
 def _failed(kb: str, hresult: int, message: str) -> InstallOutcome:
-    return InstallOutcome(kb, UpdateResultCode.FAILED, hresult, False, f"{message}: 0x{hresult & 0xFFFFFFFF:08X}")
+    text = f"{message}: 0x{hresult & 0xFFFFFFFF:08X}"
+    return InstallOutcome(kb, UpdateResultCode.FAILED, hresult, False, text, "failed")
+
+
+# Simulated seconds count from here: a server built at time 0 booted at this instant.
+SIMULATED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class CommandKind(StrEnum):
@@ -385,6 +415,9 @@ class SimulatedCommand:
     output: str = ""
     error: str = ""
     token: str | None = None  # the engine's tag (SSM: the command's Comment), for find_command
+    # How long it runs once delivered; ``duration`` is until its next change of state: delivery
+    # deadline while Pending, completion (or the execution timeout's kill) while InProgress.
+    run_seconds: float | None = None
 
     @property
     def due_at(self) -> float:

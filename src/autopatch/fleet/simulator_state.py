@@ -39,12 +39,14 @@ CREATE TABLE servers (
     product TEXT NOT NULL, edition TEXT NOT NULL, environment TEXT NOT NULL, ip_address TEXT NOT NULL,
     ami_id TEXT NOT NULL, ami_name TEXT NOT NULL, build TEXT NOT NULL, installed_kbs TEXT NOT NULL,
     pending_reboot INTEGER NOT NULL, online INTEGER NOT NULL, rebooting_until REAL,
-    reboot_never_returns INTEGER NOT NULL, install_seconds REAL, position INTEGER NOT NULL
+    reboot_never_returns INTEGER NOT NULL, install_seconds REAL, position INTEGER NOT NULL,
+    reboot_at REAL, booted_at REAL NOT NULL DEFAULT 0
 );
 CREATE TABLE commands (
     command_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, kind TEXT NOT NULL, kb TEXT,
     started_at REAL NOT NULL, duration REAL NOT NULL, status TEXT NOT NULL, injected_hresult INTEGER,
-    random_hresult INTEGER, exit_code INTEGER, output TEXT NOT NULL, error TEXT NOT NULL, token TEXT
+    random_hresult INTEGER, exit_code INTEGER, output TEXT NOT NULL, error TEXT NOT NULL, token TEXT,
+    run_seconds REAL
 );
 CREATE TABLE install_counts (
     instance_id TEXT NOT NULL, kb TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (instance_id, kb)
@@ -55,23 +57,33 @@ CREATE TABLE injected_failures (
 )
 """
 # A literal in the queries, not a parameter: SQLite uses a partial index only for a WHERE it can
-# match when the statement is prepared. InProgress is the simulator's only unfinished status.
-_RUNNING = f"status = '{CommandStatus.IN_PROGRESS.value}'"
+# match when the statement is prepared. Unfinished: running, or waiting for an absent agent.
+_RUNNING = f"status IN ('{CommandStatus.IN_PROGRESS.value}', '{CommandStatus.PENDING.value}')"
 # Every operation reads one server's running commands, and find_command looks a token up: both
 # by index, so an operation costs the same on a fresh fleet and after a million commands. The
 # partial index holds only the running commands, so settling the whole fleet reads just those.
 _INDEXES = (
-    f"CREATE INDEX IF NOT EXISTS commands_running ON commands (instance_id) WHERE {_RUNNING}",
+    f"CREATE INDEX IF NOT EXISTS commands_unfinished ON commands (instance_id) WHERE {_RUNNING}",
     "CREATE INDEX IF NOT EXISTS commands_token ON commands (instance_id, token)",
 )
-SCHEMA_VERSION = 1
-# The tables' columns are the dataclasses' fields in order (servers add their position last).
+SCHEMA_VERSION = 2
+# Version 1 → 2: restarts with a shutdown delay and a boot time; commands waiting for delivery.
+_UPGRADE_TO_2 = (
+    "ALTER TABLE servers ADD COLUMN reboot_at REAL",
+    "ALTER TABLE servers ADD COLUMN booted_at REAL NOT NULL DEFAULT 0",
+    "ALTER TABLE commands ADD COLUMN run_seconds REAL",
+    "DROP INDEX IF EXISTS commands_running",  # its WHERE knew only InProgress
+)
+# The tables' columns are the dataclasses' fields, named in every statement (servers add their position).
 _SERVER_FIELDS = tuple(field.name for field in fields(SimulatedServer))
 _COMMAND_FIELDS = tuple(field.name for field in fields(SimulatedCommand))
 _SERVER_COLUMNS = ", ".join(_SERVER_FIELDS)
 _COMMAND_COLUMNS = ", ".join(_COMMAND_FIELDS)
 _UPDATE_SERVER = f"UPDATE servers SET {', '.join(f'{name} = ?' for name in _SERVER_FIELDS[1:])} WHERE instance_id = ?"
-_UPDATE_COMMAND = "UPDATE commands SET status = ?, exit_code = ?, output = ?, error = ? WHERE command_id = ?"
+_UPDATE_COMMAND = (
+    "UPDATE commands SET status = ?, exit_code = ?, output = ?, error = ?, started_at = ?, duration = ? "
+    "WHERE command_id = ?"
+)
 
 _BUSY_TIMEOUT_MS = 5000
 # busy_timeout makes SQLite wait for the lock itself; these retries cover what still escapes as
@@ -178,7 +190,7 @@ class StateTransaction:
     def insert_servers(self, servers: Iterable[SimulatedServer]) -> None:
         # One bulk insert: 100,000 servers in about a second.
         self.db.executemany(
-            f"INSERT INTO servers VALUES ({', '.join('?' * (len(_SERVER_FIELDS) + 1))})",
+            f"INSERT INTO servers ({_SERVER_COLUMNS}, position) VALUES ({', '.join('?' * (len(_SERVER_FIELDS) + 1))})",
             ((*_server_values(server), position) for position, server in enumerate(servers)),
         )
         self.changed = True
@@ -229,12 +241,14 @@ class StateTransaction:
     def insert_command(self, command: SimulatedCommand) -> None:
         # A plain INSERT: a command id seen twice is a bug in the sequence, and must fail loudly.
         values = tuple(getattr(command, name) for name in _COMMAND_FIELDS)
-        self.db.execute(f"INSERT INTO commands VALUES ({', '.join('?' * len(values))})", values)
+        self.db.execute(f"INSERT INTO commands ({_COMMAND_COLUMNS}) VALUES ({', '.join('?' * len(values))})", values)
         self.changed = True
 
     def save_commands(self, commands: Iterable[SimulatedCommand]) -> None:
         """Record how commands ended (an UPDATE keeps their rowid, hence the order they were sent)."""
-        rows = [(c.status.value, c.exit_code, c.output, c.error, c.command_id) for c in commands]
+        rows = [
+            (c.status.value, c.exit_code, c.output, c.error, c.started_at, c.duration, c.command_id) for c in commands
+        ]
         if rows:
             self.db.executemany(_UPDATE_COMMAND, rows)
             self.changed = True
@@ -312,6 +326,10 @@ class SimulatorState:
         version = tx.db.execute("PRAGMA user_version").fetchone()[0]
         if version == 0:
             for statement in _SCHEMA.split(";"):
+                tx.db.execute(statement)
+            tx.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version == 1:
+            for statement in _UPGRADE_TO_2:
                 tx.db.execute(statement)
             tx.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:

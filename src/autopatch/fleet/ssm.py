@@ -1,4 +1,4 @@
-"""The AWS fleet adapter: SSM Run Command carries the scripts, EC2 adds names, tags, AMIs and reboots.
+"""The AWS fleet adapter: SSM Run Command carries the scripts, EC2 adds names, tags, AMIs and stopped servers.
 
 How values reach PowerShell (defect 2 of SEED_SYSTEM.md: the original formatted KB numbers into
 PowerShell source, so a crafted KB was code injection on every server). Here no value we were given
@@ -21,13 +21,36 @@ is ever formatted into PowerShell source:
   from auditors;
 - instance ids go in ``InstanceIds`` (validated by ``parse_instance_id``), never into a script.
 
-Errors: every botocore error is translated here: unknown instance → ``NotFoundError``; throttling
-that outlived the adaptive retries, AWS-side 5xx and connection failures → ``TransientError`` (the
-engine retries with backoff); anything else → ``ExecutionError``.
+Timeouts (constructor arguments, each validated against what SSM accepts):
 
-Crash safety: an install's ``Comment`` carries the engine's token, so ``find_command`` can tell
-after a crash between sending and recording whether the command went out (ListCommands keeps 30
-days of history per instance).
+- ``install_timeout_seconds`` (7,200): the ``executionTimeout`` of an install, after which the agent
+  kills the script. Windows Server 2016 cumulative updates often run past an hour, and the engine
+  waits up to 2 h per KB: a shorter limit would kill installs the engine still expects to finish.
+- ``scan_timeout_seconds`` (3,600): a Windows Update search against a slow WSUS server takes minutes.
+- ``delivery_timeout_seconds`` (600): SendCommand's ``TimeoutSeconds``, how long SSM may wait for
+  the agent to pick a command up (a server restarting, a flaky link); past it the command never
+  ran: ``CommandStatus.DELIVERY_TIMED_OUT``, safe to send again.
+
+Sending exactly once: SendCommand has no idempotency token, and botocore retries it on timeouts and
+5xx answers — a command that did reach SSM then runs twice. Sends go through a client whose retries
+are off (built from the adapter's session), and their failures are told apart: throttling or a 4xx
+(not created) → ``TransientError``; a read timeout, a connection dropped after the request left, or
+a 5xx → ``DeliveryUncertainError``, after which the engine asks ``find_command`` (the install's
+``Comment`` carries the engine's token) instead of sending again.
+
+Other errors: every botocore error is translated here. ``InvalidInstanceId`` from SSM means the
+agent of an instance discovery knows is not connected right now (Windows restarting, stopped):
+``TransientError``; an unknown id never gets this far, discovery rejects it. Throttling that
+outlived the adaptive retries, 5xx and connection failures → ``TransientError``; anything else →
+``ExecutionError``.
+
+Reboots go through the SSM agent (``scripts/reboot.ps1``, exit code 3010: an orderly restart, then
+the script runs again and prints the boot time), not EC2 RebootInstances, which hard-resets a
+Windows that does not shut down within minutes — unsafe while updates finish — and cannot reach
+on-premises (``mi-``) servers.
+
+Clients: one boto3 Session per adapter (sessions are not thread-safe, clients built from one are),
+clients built on first use under a lock. Output beyond SSM's 24,000 characters: ``ssm_output``.
 """
 
 from __future__ import annotations
@@ -35,8 +58,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -52,20 +77,42 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError  # ty
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import is_managed_instance_id, parse_instance_id
-from autopatch.errors import AutoPatchError, ExecutionError, NotFoundError, TransientError, ValidationError
+from autopatch.errors import (
+    AutoPatchError,
+    DeliveryUncertainError,
+    ExecutionError,
+    NotFoundError,
+    TransientError,
+    ValidationError,
+)
+from autopatch.fleet.ssm_output import OutputDestination, is_truncated, read_full_stdout, truncation_message
 
 # Adaptive mode adds client-side rate limiting on top of backoff: a patch run polls hundreds of
 # invocations, and SSM's GetCommandInvocation quota is low.
 CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
+# One attempt in all. ``max_attempts`` would count RETRIES (max_attempts=1 is two requests).
+SEND_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 DEFAULT_DOCUMENT = "AWS-RunPowerShellScript"
+DEFAULT_INSTALL_TIMEOUT = 7200
+DEFAULT_SCAN_TIMEOUT = 3600
+DEFAULT_DELIVERY_TIMEOUT = 600
 KB_VARIABLE = "$autoPatchKbId"
+REBOOT_COMMENT = "AutoPatch reboot"
+SCAN_COMMENT = "AutoPatch scan"
+# SSM's limits: AWS-RunPowerShellScript's executionTimeout is 1 s-48 h, TimeoutSeconds 30 s-30 days.
+_EXECUTION_TIMEOUT_RANGE = (1, 172_800)
+_DELIVERY_TIMEOUT_RANGE = (30, 2_592_000)
+# RequestedDateTime is stamped by SSM; our clock may be behind it, and a crash is recorded late.
+_INVOKED_AFTER_MARGIN = timedelta(minutes=5)
+_PAGE_SIZE = 50  # the most DescribeInstanceInformation and ListCommands return per page
 # EC2 filters take at most 200 values. Filters, unlike InstanceIds/ImageIds, do not fail the whole
 # call when one id is gone (a terminated instance SSM still lists, a deregistered AMI).
 _EC2_FILTER_BATCH = 200
+# Terminated instances linger in DescribeInstances for an hour: they are no longer servers to patch.
+_LIVE_EC2_STATES = ["pending", "running", "stopping", "stopped"]
+_WINDOWS_SERVER_RELEASE = re.compile(r"Windows[_ -]Server[_ -](\d{4}(?:[_ -]R2)?)", re.IGNORECASE)
 _COMMAND_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-_NOT_FOUND_CODES = frozenset(
-    {"InvalidInstanceId", "InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "InvalidCommandId"}
-)
+_NOT_FOUND_CODES = frozenset({"InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "InvalidCommandId"})
 _THROTTLING_CODES = frozenset(
     {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException", "RequestThrottled"}
 )
@@ -73,18 +120,37 @@ _SERVER_ERROR_CODES = frozenset({"InternalServerError", "InternalError", "Servic
 _COMMENT_LIMIT = 100  # SendCommand rejects longer comments
 _TOKEN_TEXT = re.compile(r"[A-Za-z0-9._:/@+=-]+")
 # Run Command reports these in StatusDetails under a coarser Status ("Failed", "TimedOut").
-_DETAILED_STATUSES = frozenset({CommandStatus.UNDELIVERABLE, CommandStatus.TERMINATED})
+_DETAILED_STATUSES = frozenset(
+    {
+        CommandStatus.UNDELIVERABLE,
+        CommandStatus.TERMINATED,
+        CommandStatus.DELIVERY_TIMED_OUT,
+        CommandStatus.EXECUTION_TIMED_OUT,
+    }
+)
+_CLIENT_RECIPES = {
+    "ssm": ("ssm", CLIENT_CONFIG),
+    "ssm_send": ("ssm", SEND_CLIENT_CONFIG),
+    "ec2": ("ec2", CLIENT_CONFIG),
+    "s3": ("s3", CLIENT_CONFIG),
+    "logs": ("logs", CLIENT_CONFIG),
+}
 
 
 @cache
 def script_text(name: str) -> str:
-    """The text of a packaged PowerShell script (``scan.ps1``, ``install.ps1``)."""
+    """The text of a packaged PowerShell script (``scan.ps1``, ``install.ps1``, ``reboot.ps1``)."""
     return (resources.files("autopatch.fleet") / "scripts" / name).read_text(encoding="utf-8")
 
 
 def scan_commands() -> list[str]:
     """The ``commands`` parameter of a scan: ``scan.ps1`` as is (it takes no parameters)."""
     return script_text("scan.ps1").splitlines()
+
+
+def reboot_commands() -> list[str]:
+    """The ``commands`` parameter of a reboot: ``reboot.ps1`` as is (it takes no parameters)."""
+    return script_text("reboot.ps1").splitlines()
 
 
 def install_commands(kb: str) -> list[str]:
@@ -99,7 +165,12 @@ def install_commands(kb: str) -> list[str]:
 
 
 class SsmFleet:
-    """``FleetAdapter`` over SSM Run Command and EC2; clients are injected or built on first use."""
+    """``FleetAdapter`` over SSM Run Command and EC2; clients are injected or built on first use.
+
+    An injected ``ssm_client`` also sends commands unless ``send_client`` is given: its retry
+    settings are then the caller's (tests inject stubbed or moto clients). Built clients come from
+    one ``session`` (given, or created once for ``region``).
+    """
 
     def __init__(
         self,
@@ -107,52 +178,104 @@ class SsmFleet:
         ec2_client: Any = None,
         region: str | None = None,
         document: str = DEFAULT_DOCUMENT,
-        timeout_seconds: int = 900,
+        *,
+        install_timeout_seconds: int = DEFAULT_INSTALL_TIMEOUT,
+        scan_timeout_seconds: int = DEFAULT_SCAN_TIMEOUT,
+        delivery_timeout_seconds: int = DEFAULT_DELIVERY_TIMEOUT,
+        output_s3_bucket: str | None = None,
+        output_s3_key_prefix: str = "autopatch",
+        cloudwatch_output: bool = False,
+        session: Any = None,
+        send_client: Any = None,
+        s3_client: Any = None,
+        logs_client: Any = None,
     ) -> None:
-        if timeout_seconds < 30:
-            raise ValidationError("timeout_seconds", timeout_seconds, "SSM accepts 30 seconds or more")
-        self._ssm_client = ssm_client
-        self._ec2_client = ec2_client
-        self._owned_clients: list[Any] = []
+        for field, value in (
+            ("install_timeout_seconds", install_timeout_seconds),
+            ("scan_timeout_seconds", scan_timeout_seconds),
+        ):
+            _check_range(field, value, _EXECUTION_TIMEOUT_RANGE)
+        _check_range("delivery_timeout_seconds", delivery_timeout_seconds, _DELIVERY_TIMEOUT_RANGE)
         self.region = region
         self.document = document
-        self.timeout_seconds = timeout_seconds
+        self.install_timeout_seconds = install_timeout_seconds
+        self.scan_timeout_seconds = scan_timeout_seconds
+        self.delivery_timeout_seconds = delivery_timeout_seconds
+        # SSM's own default group for the document, so existing retention and IAM settings apply.
+        log_group = f"/aws/ssm/{document}" if cloudwatch_output else None
+        self.output = OutputDestination(output_s3_bucket, output_s3_key_prefix, log_group)
+        injected = {
+            "ssm": ssm_client,
+            "ssm_send": send_client if send_client is not None else ssm_client,
+            "ec2": ec2_client,
+            "s3": s3_client,
+            "logs": logs_client,
+        }
+        self._clients: dict[str, Any] = {key: client for key, client in injected.items() if client is not None}
+        self._owned_clients: list[Any] = []
+        self._session = session
+        self._lock = threading.Lock()
 
     @property
     def ssm(self) -> Any:
-        """The SSM client, built on first use so that importing or configuring never needs AWS."""
-        if self._ssm_client is None:
-            self._ssm_client = self._new_client("ssm")
-        return self._ssm_client
+        """The SSM client for reads (adaptive retries), built on first use: importing never needs AWS."""
+        return self._client("ssm")
+
+    @property
+    def ssm_send(self) -> Any:
+        """The SSM client that sends commands: one attempt, never retried (see the module docstring)."""
+        return self._client("ssm_send")
 
     @property
     def ec2(self) -> Any:
-        """The EC2 client (names, tags, AMIs, reboots), built on first use."""
-        if self._ec2_client is None:
-            self._ec2_client = self._new_client("ec2")
-        return self._ec2_client
+        """The EC2 client (names, tags, AMIs, stopped instances), built on first use."""
+        return self._client("ec2")
 
-    def _new_client(self, service: str) -> Any:
-        import boto3  # type: ignore[import-untyped, unused-ignore]  # imported late: CLI start-up stays fast
+    @property
+    def s3(self) -> Any:
+        """The S3 client reading full outputs, built only when an output is truncated."""
+        return self._client("s3")
 
+    @property
+    def logs(self) -> Any:
+        """The CloudWatch Logs client reading full outputs, built only when an output is truncated."""
+        return self._client("logs")
+
+    def _client(self, key: str) -> Any:
+        with self._lock:  # the engine's threads share this adapter; a Session must not be used concurrently
+            client = self._clients.get(key)
+            if client is None:
+                client = self._clients[key] = self._new_client(*_CLIENT_RECIPES[key])
+            return client
+
+    def _new_client(self, service: str, config: Any) -> Any:
         try:
-            client = boto3.client(service, region_name=self.region, config=CLIENT_CONFIG)
+            if self._session is None:
+                import boto3  # type: ignore[import-untyped, unused-ignore]  # imported late: CLI start-up stays fast
+
+                self._session = boto3.session.Session(region_name=self.region)
+            client = self._session.client(service, region_name=self.region, config=config)
         except BotoCoreError as exc:  # no region configured, unknown profile...
             raise ExecutionError(f"cannot create the AWS {service} client: {exc}") from exc
         self._owned_clients.append(client)
         return client
 
     def list_instances(self) -> list[Instance]:
-        """Every SSM-managed Windows server, joined with its EC2 name, tags, IP and AMI name."""
-        records = list(self._describe_instance_information(Filters=[{"Key": "PlatformTypes", "Values": ["Windows"]}]))
-        ec2_ids = [record["InstanceId"] for record in records if not is_managed_instance_id(record["InstanceId"])]
-        ec2_instances = self._describe_ec2_instances(ec2_ids)
-        image_names = self._describe_image_names({found["ImageId"] for found in ec2_instances.values()})
+        """Every Windows server SSM manages or EC2 runs; those SSM does not list (stopped) are offline."""
+        records = {
+            record["InstanceId"]: record
+            for record in self._describe_instance_information(Filters=[{"Key": "PlatformTypes", "Values": ["Windows"]}])
+        }
+        ec2_instances = self._describe_ec2_instances([{"Name": "platform", "Values": ["windows"]}])
+        # A server SSM lists whose EC2 record has no "windows" platform (an imported image): by id.
+        unmatched = [id_ for id_ in records if not is_managed_instance_id(id_) and id_ not in ec2_instances]
+        for batch in _batches(unmatched):
+            ec2_instances.update(self._describe_ec2_instances([{"Name": "instance-id", "Values": batch}]))
+        images = self._describe_images({found["ImageId"] for found in ec2_instances.values() if "ImageId" in found})
         instances = []
-        for record in records:
-            instance_id = record["InstanceId"]
+        for instance_id, record in records.items():
             ec2 = ec2_instances.get(instance_id, {})
-            tags = {tag["Key"]: tag["Value"] for tag in ec2.get("Tags", [])}
+            tags = self._managed_instance_tags(instance_id) if is_managed_instance_id(instance_id) else _tags(ec2)
             ami_id = ec2.get("ImageId")
             instances.append(
                 Instance(
@@ -163,28 +286,38 @@ class SsmFleet:
                     online=record.get("PingStatus") == "Online",
                     ip_address=record.get("IPAddress") or ec2.get("PrivateIpAddress"),
                     ami_id=ami_id,
-                    ami_name=image_names.get(ami_id) if ami_id else None,
+                    ami_name=images.get(ami_id, {}).get("Name") if ami_id else None,
                     tags=tags,
                 )
             )
+        for instance_id, ec2 in ec2_instances.items():
+            if instance_id not in records:  # stopped, or its agent gone: SSM forgot it, the server is still ours
+                instances.append(_offline_ec2_instance(ec2, images.get(ec2.get("ImageId", ""), {})))
         return sorted(instances, key=lambda instance: instance.instance_id)
 
     def send_scan(self, instance_id: str) -> str:
         """Run ``scan.ps1`` on one server; the id is validated first so no request names a bad target."""
-        return self._send(parse_instance_id(instance_id), scan_commands(), "AutoPatch scan")
+        return self._send(parse_instance_id(instance_id), scan_commands(), SCAN_COMMENT, self.scan_timeout_seconds)
 
     def send_install(self, instance_id: str, kb: str, token: str | None = None) -> str:
         """Run ``install.ps1`` for one KB; the KB travels as base64 data (see the module docstring)."""
         instance_id = parse_instance_id(instance_id)
         kb = parse_kb(kb)  # before anything is built or sent
-        return self._send(instance_id, install_commands(kb), install_comment(kb, token))
+        return self._send(instance_id, install_commands(kb), install_comment(kb, token), self.install_timeout_seconds)
 
-    def find_command(self, instance_id: str, token: str) -> str | None:
-        """The install command sent to ``instance_id`` with ``token`` (matched by its Comment), if any."""
+    def find_command(self, instance_id: str, token: str, since: datetime | None = None) -> str | None:
+        """The install command sent to ``instance_id`` with ``token`` (matched by its Comment), if any.
+
+        With ``since`` (the attempt's time; naive means UTC) only commands invoked after it, less a
+        margin for clock skew, are read: a few pages instead of 30 days of history.
+        """
         instance_id = parse_instance_id(instance_id)
+        filters = [{"key": "DocumentName", "value": self.document}]
+        if since is not None:
+            filters.append({"key": "InvokedAfter", "value": _invoked_after(since)})
         with _translated(f"looking for the command of token {token!r} on {instance_id}"):
             pages = self.ssm.get_paginator("list_commands").paginate(
-                InstanceId=instance_id, Filters=[{"key": "DocumentName", "value": self.document}]
+                InstanceId=instance_id, Filters=filters, PaginationConfig={"PageSize": _PAGE_SIZE}
             )
             for page in pages:
                 for command in page.get("Commands", []):
@@ -198,22 +331,26 @@ class SsmFleet:
         return None
 
     def expected_online(self, instance_id: str) -> float | None:
-        """Unknown: EC2 gives no estimate of a reboot's length, so the engine polls ``is_online``."""
+        """Unknown: SSM gives no estimate of a reboot's length, so the engine polls."""
         parse_instance_id(instance_id)
         return None
 
     def close(self) -> None:
         """Close the HTTP connections of the clients this adapter built (injected ones belong to the caller)."""
-        for client in self._owned_clients:
-            client.close()
-        if self._ssm_client in self._owned_clients:
-            self._ssm_client = None  # rebuilt on next use
-        if self._ec2_client in self._owned_clients:
-            self._ec2_client = None
-        self._owned_clients.clear()
+        with self._lock:
+            for client in self._owned_clients:
+                client.close()
+            owned = {id(client) for client in self._owned_clients}
+            # Closed clients of ours are rebuilt on next use.
+            self._clients = {key: client for key, client in self._clients.items() if id(client) not in owned}
+            self._owned_clients.clear()
 
     def get_command(self, instance_id: str, command_id: str) -> CommandInvocation:
-        """One invocation: status, exit code (None until the server sets one), output (SSM keeps 24,000 chars)."""
+        """One invocation: status, exit code (None until the server sets one), output.
+
+        SSM keeps 24,000 characters of stdout: a longer output is read in full from S3 or CloudWatch
+        Logs when configured, otherwise ``error`` says it was cut (``ssm_output``).
+        """
         instance_id = parse_instance_id(instance_id)
         if _COMMAND_ID.fullmatch(command_id) is None:
             raise ValidationError("command_id", command_id, "an SSM command id is a lowercase UUID")
@@ -225,27 +362,43 @@ class SsmFleet:
                     raise
                 # Invocations appear a moment after SendCommand returns: not there yet is not failed.
                 return CommandInvocation(command_id=command_id, instance_id=instance_id, status=CommandStatus.PENDING)
+        status = _command_status(response, command_id)
+        output = response.get("StandardOutputContent", "")
+        error = response.get("StandardErrorContent", "")
+        if is_truncated(output):
+            full = None
+            if self.output.configured and status.is_terminal:  # the agent uploads once the plugin finished
+                with _translated(f"reading the full output of command {command_id} on {instance_id}"):
+                    full = read_full_stdout(
+                        self.output,
+                        command_id,
+                        instance_id,
+                        response.get("StandardOutputUrl", ""),
+                        lambda: self.s3,
+                        lambda: self.logs,
+                    )
+            if full is None:
+                error = truncation_message(self.output) + (f"\n{error}" if error else "")
+            else:
+                output = full
         response_code = response.get("ResponseCode", -1)
         return CommandInvocation(
             command_id=command_id,
             instance_id=instance_id,
-            status=_command_status(response, command_id),
+            status=status,
             exit_code=None if response_code == -1 else int(response_code),
-            output=response.get("StandardOutputContent", ""),
-            error=response.get("StandardErrorContent", ""),
+            output=output,
+            error=error,
         )
 
-    def reboot(self, instance_id: str) -> None:
-        """EC2 RebootInstances: a clean OS restart, returning at once; SSM needs minutes to report it back online."""
+    def reboot(self, instance_id: str) -> str:
+        """Send ``reboot.ps1``: the agent restarts Windows cleanly, runs it again, and it prints the boot time.
+
+        Returns the command id: it succeeds only after the restart. EC2 and on-premises servers alike.
+        """
         instance_id = parse_instance_id(instance_id)
-        if is_managed_instance_id(instance_id):
-            raise ValidationError(
-                "instance_id",
-                instance_id,
-                "only EC2 instances (i-...) can be rebooted through EC2; restart a managed instance (mi-...) on site",
-            )
-        with _translated(f"rebooting {instance_id}"):
-            self.ec2.reboot_instances(InstanceIds=[instance_id])
+        # Finishing updates across the restart ("Working on updates") is what takes long.
+        return self._send(instance_id, reboot_commands(), REBOOT_COMMENT, self.install_timeout_seconds)
 
     def is_online(self, instance_id: str) -> bool:
         """SSM's ping status. It lags a reboot by up to a few minutes: callers wait for offline → online."""
@@ -253,43 +406,51 @@ class SsmFleet:
         records = self._describe_instance_information(Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])
         return any(record.get("PingStatus") == "Online" for record in records)
 
-    def _send(self, instance_id: str, commands: list[str], comment: str) -> str:
-        with _translated(f"sending '{comment}' to {instance_id}"):
-            response = self.ssm.send_command(
+    def _send(self, instance_id: str, commands: list[str], comment: str, execution_timeout: int) -> str:
+        with _translated_send(f"sending '{comment}' to {instance_id}"):
+            response = self.ssm_send.send_command(
                 InstanceIds=[instance_id],
                 DocumentName=self.document,
                 Comment=comment,
-                TimeoutSeconds=self.timeout_seconds,  # how long SSM may wait to deliver it
-                Parameters={"commands": commands, "executionTimeout": [str(self.timeout_seconds)]},
+                TimeoutSeconds=self.delivery_timeout_seconds,
+                Parameters={"commands": commands, "executionTimeout": [str(execution_timeout)]},
+                **self.output.send_parameters(),
             )
         return str(response["Command"]["CommandId"])
 
     def _describe_instance_information(self, **request: Any) -> Iterator[dict[str, Any]]:
         with _translated("listing SSM managed instances"):
-            for page in self.ssm.get_paginator("describe_instance_information").paginate(**request):
+            pages = self.ssm.get_paginator("describe_instance_information").paginate(
+                **request, PaginationConfig={"PageSize": _PAGE_SIZE}
+            )
+            for page in pages:
                 for record in page.get("InstanceInformationList", []):
                     # The filter is server-side; this guards against a document or API change.
                     if record.get("PlatformType", "Windows") != "Windows":
                         continue
-                    # An id we cannot validate must not travel inward (into commands, the store).
-                    try:
-                        parse_instance_id(record["InstanceId"], field="InstanceInformation.InstanceId")
-                    except ValidationError as exc:
-                        raise ExecutionError(f"SSM listed an instance id AutoPatch cannot accept: {exc}") from exc
+                    _check_listed_id(record["InstanceId"], "InstanceInformation.InstanceId")
                     yield record
 
-    def _describe_ec2_instances(self, instance_ids: list[str]) -> dict[str, dict[str, Any]]:
+    def _managed_instance_tags(self, instance_id: str) -> dict[str, str]:
+        """Tags of an on-premises server: it has no EC2 record, SSM keeps them."""
+        with _translated(f"reading the tags of {instance_id}"):
+            response = self.ssm.list_tags_for_resource(ResourceType="ManagedInstance", ResourceId=instance_id)
+        return {tag["Key"]: tag["Value"] for tag in response.get("TagList", [])}
+
+    def _describe_ec2_instances(self, filters: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         found: dict[str, dict[str, Any]] = {}
         with _translated("describing EC2 instances"):
             paginator = self.ec2.get_paginator("describe_instances")
-            for batch in _batches(instance_ids):
-                for page in paginator.paginate(Filters=[{"Name": "instance-id", "Values": batch}]):
-                    for reservation in page.get("Reservations", []):
-                        found.update({instance["InstanceId"]: instance for instance in reservation["Instances"]})
+            live = {"Name": "instance-state-name", "Values": _LIVE_EC2_STATES}
+            for page in paginator.paginate(Filters=[*filters, live]):
+                for reservation in page.get("Reservations", []):
+                    for instance in reservation["Instances"]:
+                        _check_listed_id(instance["InstanceId"], "Instance.InstanceId")
+                        found[instance["InstanceId"]] = instance
         return found
 
-    def _describe_image_names(self, image_ids: set[str]) -> dict[str, str]:
-        names: dict[str, str] = {}
+    def _describe_images(self, image_ids: set[str]) -> dict[str, dict[str, Any]]:
+        images: dict[str, dict[str, Any]] = {}
         with _translated("describing AMIs"):
             for batch in _batches(sorted(image_ids)):
                 # Amazon deprecates its Windows AMIs within months; without IncludeDeprecated a
@@ -297,8 +458,8 @@ class SsmFleet:
                 response = self.ec2.describe_images(
                     Filters=[{"Name": "image-id", "Values": batch}], IncludeDeprecated=True
                 )
-                names.update({image["ImageId"]: image.get("Name", "") for image in response.get("Images", [])})
-        return names
+                images.update({image["ImageId"]: image for image in response.get("Images", [])})
+        return images
 
 
 def install_comment(kb: str, token: str | None) -> str:
@@ -317,8 +478,51 @@ def _kb_of(comment: str) -> str:
     return parts[1] if len(parts) > 2 else ""
 
 
+def _invoked_after(since: datetime) -> str:
+    """ListCommands' InvokedAfter value: ISO 8601 in UTC, ``_INVOKED_AFTER_MARGIN`` before ``since``."""
+    moment = since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    return (moment - _INVOKED_AFTER_MARGIN).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _tags(ec2: dict[str, Any]) -> dict[str, str]:
+    return {tag["Key"]: tag["Value"] for tag in ec2.get("Tags", [])}
+
+
+def _offline_ec2_instance(ec2: dict[str, Any], image: dict[str, Any]) -> Instance:
+    """A Windows instance EC2 knows and SSM does not list: name, tags and AMI from EC2, offline."""
+    tags = _tags(ec2)
+    release = _WINDOWS_SERVER_RELEASE.search(f"{image.get('Description', '')} {image.get('Name', '')}")
+    return Instance(
+        instance_id=ec2["InstanceId"],
+        name=tags.get("Name") or ec2["InstanceId"],
+        platform_name=f"Microsoft Windows Server {release.group(1).replace('_', ' ').replace('-', ' ')}"
+        if release
+        else "Microsoft Windows Server",
+        platform_version="",  # only the agent reports it
+        online=False,
+        ip_address=ec2.get("PrivateIpAddress"),
+        ami_id=ec2.get("ImageId"),
+        ami_name=image.get("Name"),
+        tags=tags,
+    )
+
+
+def _check_listed_id(instance_id: str, field: str) -> None:
+    """An id AWS listed that we cannot validate must not travel inward (into commands, the store)."""
+    try:
+        parse_instance_id(instance_id, field=field)
+    except ValidationError as exc:
+        raise ExecutionError(f"AWS listed an instance id AutoPatch cannot accept: {exc}") from exc
+
+
+def _check_range(field: str, value: int, bounds: tuple[int, int]) -> None:
+    if not bounds[0] <= value <= bounds[1]:
+        raise ValidationError(field, value, f"SSM accepts {bounds[0]} to {bounds[1]} seconds")
+
+
 def _command_status(response: dict[str, Any], command_id: str) -> CommandStatus:
-    details = response.get("StatusDetails", "")
+    # The API says "DeliveryTimedOut"; the documentation spells it "Delivery Timed Out".
+    details = str(response.get("StatusDetails", "")).replace(" ", "")
     if details in _DETAILED_STATUSES:
         return CommandStatus(details)
     try:
@@ -345,21 +549,55 @@ def _translated(action: str) -> Iterator[None]:
         raise ExecutionError(f"{action}: AWS client configuration: {exc}") from exc
 
 
+@contextmanager
+def _translated_send(action: str) -> Iterator[None]:
+    """Like ``_translated``, telling a send that surely failed from one that may have gone through."""
+    try:
+        yield
+    except ClientError as exc:
+        if _is_server_error(exc):  # SSM may have created the command before failing to answer
+            code, message = _error_code(exc), exc.response.get("Error", {}).get("Message", "")
+            raise DeliveryUncertainError(
+                f"{action}: AWS failed on its side ({code}: {message}); the command may exist: look it up, not resend"
+            ) from exc
+        raise _translate(exc, action, retried=False) from exc
+    except BotocoreConnectionError as exc:  # refused, DNS, TLS handshake, connect timeout: nothing left
+        raise TransientError(f"{action}: AWS could not be reached, nothing was sent: {exc}") from exc
+    except HTTPClientError as exc:  # read timeout, connection dropped after the request left
+        raise DeliveryUncertainError(
+            f"{action}: no answer after the request left ({exc}); the command may exist: look it up, do not resend"
+        ) from exc
+    except BotoCoreError as exc:
+        raise ExecutionError(f"{action}: AWS client configuration: {exc}") from exc
+
+
 def _error_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
-def _translate(exc: Any, action: str) -> AutoPatchError:
+def _is_server_error(exc: Any) -> bool:
+    status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return _error_code(exc) in _SERVER_ERROR_CODES or status >= 500
+
+
+def _translate(exc: Any, action: str, *, retried: bool = True) -> AutoPatchError:
     code = _error_code(exc)
     message = exc.response.get("Error", {}).get("Message", "")
+    if code == "InvalidInstanceId":
+        return TransientError(
+            f"{action}: SSM cannot reach it now ({code}: {message}); its agent is not connected "
+            "(Windows restarting, the instance stopping or stopped, the agent deregistered)"
+        )
     if code in _NOT_FOUND_CODES:
         return NotFoundError(
             f"{action}: AWS does not know it ({code}: {message}); the instance may be in another account "
-            "or region, stopped, terminated, or without a registered SSM agent"
+            "or region, or terminated"
         )
     if code in _THROTTLING_CODES:
+        if not retried:
+            return TransientError(f"{action}: AWS throttled it ({code}); nothing was created")
         return TransientError(f"{action}: AWS kept throttling after {_max_retries()} adaptive retries ({code})")
-    if code in _SERVER_ERROR_CODES or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) >= 500:
+    if _is_server_error(exc):
         return TransientError(f"{action}: AWS failed on its side ({code}: {message})")
     return ExecutionError(f"{action} failed: {code}: {message}")
 

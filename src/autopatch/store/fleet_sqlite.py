@@ -39,6 +39,12 @@ FLEET_MIGRATION = """
 """
 # "offline since …" needs the moment discovery first found a server offline.
 OFFLINE_SINCE_MIGRATION = "ALTER TABLE instances ADD COLUMN offline_since TEXT"
+# A reboot is proven by a newer boot time; a scan whose Windows Update part failed says why.
+SCAN_BOOT_MIGRATION = "ALTER TABLE scans ADD COLUMN boot_time TEXT; ALTER TABLE scans ADD COLUMN error TEXT"
+SCAN_COLUMNS = (
+    "instance_id, scanned_at, os_caption, build, installation_type, installed_kbs, offered, pending_reboot, "
+    "boot_time, error"
+)
 INSTANCE_COLUMNS = (
     "instance_id, name, platform_name, platform_version, online, ip_address, ami_id, ami_name, tags, "
     "discovered_at, offline_since"
@@ -87,11 +93,13 @@ def scan_row(scan: ScanReport) -> tuple[Any, ...]:
         json.dumps(sorted(scan.installed_kbs)),
         json.dumps([[update.kb, update.title] for update in scan.offered]),
         int(scan.pending_reboot),
+        scan.boot_time.isoformat() if scan.boot_time else None,
+        scan.error,
     )
 
 
 def scan_from_row(row: tuple[Any, ...]) -> ScanReport:
-    instance_id, scanned_at, caption, build, installation_type, installed, offered, pending = row
+    instance_id, scanned_at, caption, build, installation_type, installed, offered, pending, boot, error = row
     return ScanReport(
         instance_id=instance_id,
         os_caption=caption,
@@ -101,4 +109,6 @@ def scan_from_row(row: tuple[Any, ...]) -> ScanReport:
         offered=tuple(OfferedUpdate(kb, title) for kb, title in json.loads(offered)),
         pending_reboot=bool(pending),
         scanned_at=datetime.fromisoformat(scanned_at),
+        boot_time=datetime.fromisoformat(boot) if boot else None,
+        error=error,
     )

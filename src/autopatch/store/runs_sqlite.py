@@ -111,6 +111,12 @@ RUN_OWNER_MIGRATION = """
     ALTER TABLE runs ADD COLUMN planned INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX run_servers_by_instance ON run_servers (instance_id, status)
 """
+# When a server's last reboot was asked for, and its boot time before it: the proof of the reboot
+# is a scan with a newer boot time (SSM says Online for minutes after a restart was asked for).
+RUN_REBOOT_MIGRATION = """
+    ALTER TABLE run_servers ADD COLUMN reboot_requested_at TEXT;
+    ALTER TABLE run_servers ADD COLUMN boot_before TEXT
+"""
 _RUN_COLUMNS = (
     "run_id, kind, status, created_at, options, started_at, finished_at, reason, owner, lease_expires, planned"
 )
@@ -210,7 +216,8 @@ class RunTables:
                 ),
             )
             db.executemany(
-                "INSERT INTO run_servers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO run_servers (run_id, instance_id, name, product, build_before, status, build_after, "
+                "reboots, started_at, finished_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         s.run_id,
@@ -404,10 +411,10 @@ class RunTables:
                 "SELECT coalesce(max(attempt), 0) + 1 FROM attempts WHERE run_id = ? AND instance_id = ? AND kb = ?",
                 (run_id, instance_id, kb),
             ).fetchone()[0]
-            db.execute(
-                "INSERT INTO attempts (run_id, instance_id, kb, attempt, token, phase) "
-                "VALUES (?, ?, ?, ?, ?, 'sending')",
-                (run_id, instance_id, kb, number, token),
+            db.execute(  # sent_at is the intent's time: find_command looks for the command from then on
+                "INSERT INTO attempts (run_id, instance_id, kb, attempt, token, phase, sent_at) "
+                "VALUES (?, ?, ?, ?, ?, 'sending', ?)",
+                (run_id, instance_id, kb, number, token, now()),
             )
         return int(number)
 
@@ -444,12 +451,20 @@ class RunTables:
                 (*fields.values(), run_id, instance_id),
             )
 
-    def record_reboot(self, run_id: str, instance_id: str, attempts: list[tuple[str, int]]) -> None:
+    def record_reboot(
+        self,
+        run_id: str,
+        instance_id: str,
+        attempts: list[tuple[str, int]],
+        requested_at: str | None = None,
+        boot_before: str | None = None,
+    ) -> None:
         """A reboot happened for these (KB, attempt)s: their phase and the server's count move together."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE run_servers SET reboots = reboots + 1 WHERE run_id = ? AND instance_id = ?",
-                (run_id, instance_id),
+                "UPDATE run_servers SET reboots = reboots + 1, reboot_requested_at = coalesce(?, reboot_requested_at), "
+                "boot_before = coalesce(?, boot_before) WHERE run_id = ? AND instance_id = ?",
+                (requested_at, boot_before, run_id, instance_id),
             )
             db.executemany(
                 "UPDATE attempts SET phase = 'rebooting' "

@@ -34,12 +34,14 @@ from autopatch.store.fleet_sqlite import (
     FLEET_MIGRATION,
     INSTANCE_COLUMNS,
     OFFLINE_SINCE_MIGRATION,
+    SCAN_BOOT_MIGRATION,
+    SCAN_COLUMNS,
     instance_from_row,
     instance_row,
     scan_from_row,
     scan_row,
 )
-from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUNS_MIGRATION, RunTables
+from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUN_REBOOT_MIGRATION, RUNS_MIGRATION, RunTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -112,6 +114,8 @@ MIGRATIONS: tuple[str, ...] = (
     RUNS_MIGRATION,
     OFFLINE_SINCE_MIGRATION,
     RUN_OWNER_MIGRATION,
+    SCAN_BOOT_MIGRATION,
+    RUN_REBOOT_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
@@ -523,12 +527,16 @@ class SqliteStore(RunTables):
 
     def save_scans(self, scans: Iterable[ScanReport]) -> None:
         with self._transaction() as db:
-            db.executemany("INSERT OR REPLACE INTO scans VALUES (?, ?, ?, ?, ?, ?, ?, ?)", map(scan_row, scans))
+            db.executemany(
+                f"INSERT OR REPLACE INTO scans ({SCAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                map(scan_row, scans),
+            )
 
     def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
         """The newest scan of each instance (all instances, or the given ones)."""
         sql = (
-            "SELECT s.* FROM scans s JOIN (SELECT instance_id, max(scanned_at) AS latest FROM scans "
+            f"SELECT {', '.join('s.' + column for column in SCAN_COLUMNS.split(', '))} FROM scans s "
+            "JOIN (SELECT instance_id, max(scanned_at) AS latest FROM scans "
             "GROUP BY instance_id) m ON s.instance_id = m.instance_id AND s.scanned_at = m.latest"
         )
         parameters: list[object] = []
