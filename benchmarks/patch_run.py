@@ -31,7 +31,7 @@ from autopatch.engine.planning import RunPlan, new_run_id, store_plan
 from autopatch.engine.runner import Engine, RunOptions
 from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 from autopatch.fleet.simulator_model import load_ladders
-from autopatch.scanning import discover_instances
+from autopatch.scanning import discover_instances, scan_instances
 from autopatch.store.sqlite import SqliteStore
 
 
@@ -56,7 +56,8 @@ class TimedFleet:
 
 
 def make_plan(store: SqliteStore, fleet: FleetSimulator, kbs_per_server: int, servers: int) -> RunPlan:
-    discover_instances(fleet, store)
+    # Scanned once, as a plan is: the engine then knows each server's boot time before its reboots.
+    scan_instances(fleet, store, discover_instances(fleet, store), sleep=lambda _: None)
     ladders = load_ladders(store, fleet.config.products)
     run = RunRecord(new_run_id("patch"), "patch", RunStatus.PENDING, datetime.now(UTC).isoformat(), {})
     plan = RunPlan(run)
@@ -118,6 +119,8 @@ def overhead(scratch: Path, catalog: Path) -> None:
         install_seconds_mean=0.0,
         install_seconds_jitter=0.0,
         reboot_seconds=0.0,
+        shutdown_seconds=0.0,
+        heartbeat_lag_seconds=0.0,
         scan_seconds=0.0,
         time_scale=1.0,
     )
@@ -155,6 +158,8 @@ def makespan(scratch: Path, catalog: Path, scale: float) -> None:
         install_seconds_mean=install,
         install_seconds_jitter=0.0,
         reboot_seconds=reboot,
+        shutdown_seconds=0.0,  # the minimum below counts install + reboot + scan only
+        heartbeat_lag_seconds=0.0,
         scan_seconds=scan,
         time_scale=scale,
         products=["Windows Server 2022"],

@@ -13,13 +13,12 @@ state as it was (the run stays unfinished, for ``resume``), never turns an insta
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, ScanReport
@@ -216,14 +215,15 @@ class Engine:
         transition is checked inside the store's transaction, so losing that race is a StateError
         here and the KB is simply read again.
         """
-        [item] = [i for i in self.store.run_items(run_id, instance_id) if i.kb == kb]
+        item = self.store.run_item(run_id, instance_id, kb)
         if item.state is not KbState.PENDING:
             return item
         new = KbState.CANCELLED if self.cancelled(run_id) else KbState.IN_PROGRESS
-        with contextlib.suppress(StateError):  # lost to a concurrent cancel: read what it left
+        try:
             self._move(item, new, "run cancelled" if new is KbState.CANCELLED else "")
-        [item] = [i for i in self.store.run_items(run_id, instance_id) if i.kb == kb]
-        return item
+        except StateError:  # lost to a concurrent cancel: read what it left
+            return self.store.run_item(run_id, instance_id, kb)
+        return replace(item, state=new)
 
     def _complete_item(self, run_id: str, item: RunItem, options: RunOptions) -> bool:
         try:
@@ -471,8 +471,7 @@ class Engine:
 
     def _scan_after_reboot(self, run_id: str, instance_id: str, options: RunOptions) -> ScanReport | None:
         """Scan until a report shows a boot after the reboot was asked for (bounded by the reboot timeout)."""
-        [server] = [s for s in self.store.run_servers(run_id) if s.instance_id == instance_id]
-        baseline = _boot_baseline(server)
+        baseline = _boot_baseline(self.store.run_server(run_id, instance_id))
         deadline = self.clock() + options.reboot_timeout
         delays = options.poll.delays()
         while self.clock() < deadline:

@@ -514,6 +514,20 @@ class RunTables:
         rows = self._query("SELECT * FROM run_servers WHERE run_id = ? ORDER BY name, instance_id", (run_id,))
         return [RunServer(*row) for row in rows]
 
+    def run_item(self, run_id: str, instance_id: str, kb: str) -> RunItem:
+        rows = self._query(
+            "SELECT * FROM run_items WHERE run_id = ? AND instance_id = ? AND kb = ?", (run_id, instance_id, kb)
+        )
+        if not rows:
+            raise NotFoundError(f"run {run_id} has no KB {kb} for instance {instance_id}")
+        return _item(rows[0])
+
+    def run_server(self, run_id: str, instance_id: str) -> RunServer:
+        rows = self._query("SELECT * FROM run_servers WHERE run_id = ? AND instance_id = ?", (run_id, instance_id))
+        if not rows:
+            raise NotFoundError(f"run {run_id} has no server {instance_id}")
+        return RunServer(*rows[0])
+
     def run_items(self, run_id: str, instance_id: str | None = None) -> list[RunItem]:
         sql = "SELECT * FROM run_items WHERE run_id = ?"
         parameters: list[Any] = [run_id]
