@@ -764,3 +764,12 @@ def test_sns_error_repeats_the_aws_code_and_at_most_80_characters_of_its_message
     prefix = f"{notifier.name}: publish failed: InvalidParameter: "
     assert str(caught.value).startswith(prefix + "Invalid parameter: Message=Run r-20240213-1")
     assert len(str(caught.value)) - len(prefix) <= 80
+
+
+def test_settings_repr_never_shows_the_notify_targets() -> None:
+    from autopatch.settings import Settings
+
+    settings = Settings(notify="smtp://ops:pa55%2Fword@mail.example.com/ops@example.com")
+    assert settings.notify.startswith("smtp://")
+    assert "pa55" not in repr(settings)
+    assert "pa55" not in str(settings)

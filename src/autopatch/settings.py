@@ -35,7 +35,8 @@ class Settings(BaseSettings):
     http_timeout: float = Field(default=30.0, gt=0)
     http_retries: int = Field(default=4, ge=1, le=10)
     import_workers: int = Field(default=2, ge=1, le=16)
-    notify: str = "console"
+    # Notifier targets carry SMTP passwords and webhook tokens: never in a repr or a log line.
+    notify: str = Field(default="console", repr=False)
     fleet: str = Field(default="simulator", pattern=r"^(simulator|ssm)$")
     simulator_servers: int = Field(default=24, ge=1, le=100_000)
     simulator_seed: int = 7
