@@ -41,8 +41,7 @@ from autopatch.domain.product_catalog import (
     update_line,
 )
 from autopatch.errors import NotFoundError, shorten
-from autopatch.store.base import CatalogStore
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import CatalogStore, Store
 
 
 def _month_sort(document_id: str) -> MonthKey:
@@ -276,7 +275,7 @@ def exposure_status(instance: Instance, scan: ScanReport | None, identified: str
 
 
 def fleet_exposure(
-    store: SqliteStore,
+    store: Store,
     instance_ids: Collection[str] = (),
     severities: Collection[str] | None = None,
     with_cves: bool = False,

@@ -17,7 +17,7 @@ from autopatch.domain.polling import PollPolicy
 from autopatch.errors import AutoPatchError, NotFoundError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_scan_output
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import FleetStore
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -28,14 +28,14 @@ class ScanOutcome:
     failures: dict[str, str] = field(default_factory=dict)  # instance id → why the scan failed
 
 
-def discover_instances(fleet: FleetAdapter, store: SqliteStore) -> list[Instance]:
+def discover_instances(fleet: FleetAdapter, store: FleetStore) -> list[Instance]:
     """List the fleet and remember it (the store keeps instances no longer listed)."""
     instances = fleet.list_instances()
     store.save_instances(instances, datetime.now(UTC))
     return instances
 
 
-def resolve_targets(store: SqliteStore, instance_ids: Collection[str]) -> list[Instance]:
+def resolve_targets(store: FleetStore, instance_ids: Collection[str]) -> list[Instance]:
     """The stored instances named (all when none named); an unknown id is an input error."""
     return select_targets(store.list_instances(), instance_ids)
 
@@ -64,7 +64,7 @@ def select_targets(
 
 def scan_instances(
     fleet: FleetAdapter,
-    store: SqliteStore,
+    store: FleetStore,
     instances: Collection[Instance],
     policy: PollPolicy = PollPolicy(first_delay=0.5, max_delay=10.0, timeout=900.0),
     on_progress: ProgressCallback | None = None,

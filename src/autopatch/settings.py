@@ -16,13 +16,15 @@
 | AUTOPATCH_AWS_REGION      | unset (boto3's default)           | region of the SSM/EC2 fleet              |
 | AUTOPATCH_SSM_OUTPUT_BUCKET | unset                           | S3 bucket for full command output        |
 | AUTOPATCH_SSM_CLOUDWATCH_OUTPUT | ``false``                   | full command output in CloudWatch Logs   |
+| AUTOPATCH_CORS_ORIGINS    | unset (CORS closed)               | browser origins the API answers, a,b,... |
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -45,3 +47,22 @@ class Settings(BaseSettings):
     # SSM returns at most 24,000 characters of output inline; with one of these the rest is read back.
     ssm_output_bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     ssm_cloudwatch_output: bool = False
+    # Browsers send credentials cross-origin only to origins listed here: closed unless configured.
+    cors_origins: str = ""
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _check_origins(cls, value: str) -> str:
+        for origin in (part.strip() for part in value.split(",")):
+            if origin and _ORIGIN.fullmatch(origin) is None:
+                raise ValueError(f"{origin[:80]!r} is not an origin: scheme://host[:port], e.g. http://localhost:3000")
+        return value
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """The configured origins, blanks dropped (an empty list keeps CORS closed)."""
+        return [origin.strip() for origin in self.cors_origins.split(",") if origin.strip()]
+
+
+# An origin is what a browser sends in ``Origin``: no path, no wildcard (``*`` would open the API to any site).
+_ORIGIN = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?", re.ASCII)

@@ -128,6 +128,18 @@ def find_cves(
     return results
 
 
+def matching_text(rows: Iterable[dict[str, Any]], text: str) -> list[dict[str, Any]]:
+    """The ``find_cves`` rows whose CVE id, title or KB ids contain ``text`` (any case): a search box's filter."""
+    needle = collapse_spaces(text).casefold()
+    return [
+        row
+        for row in rows
+        if needle in row["cve"].casefold()
+        or needle in row["title"].casefold()
+        or any(needle in kb["kb"].casefold() for kb in row["kbs"])
+    ]
+
+
 def _cve_view(first: AffectedRecord, latest: AffectedRecord, fixes: list[FixRecord]) -> dict[str, Any]:
     return {
         "cve": latest.cve,

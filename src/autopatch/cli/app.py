@@ -13,10 +13,11 @@ from typing import Annotated
 
 import typer
 
-from autopatch.cli import catalog, fleet, patch
+from autopatch.cli import access, catalog, fleet, patch
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
 from autopatch.cli.exposure import assess_command
+from autopatch.cli.serve import serve_command
 from autopatch.errors import ExecutionError, InputError, shorten
 
 app = typer.Typer(
@@ -38,6 +39,9 @@ app.command("retry")(patch.retry_command)
 app.command("reboot")(patch.reboot_command)
 app.command("cancel")(patch.cancel_command)
 app.command("resume")(patch.resume_command)
+app.command("serve")(serve_command)
+app.add_typer(access.app, name="token")
+app.command("audit")(access.audit_command)
 
 
 @app.callback()

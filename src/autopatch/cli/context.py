@@ -13,6 +13,7 @@ from autopatch.fleet.base import FleetAdapter
 from autopatch.notify.base import Notifier
 from autopatch.notify.factory import notifiers_from_settings
 from autopatch.settings import Settings
+from autopatch.store.base import CatalogStore
 from autopatch.store.sqlite import SqliteStore
 
 
@@ -64,7 +65,7 @@ def simulator_state_path(settings: Settings) -> Path:
     return Path(settings.db).with_suffix(".simulator.db")
 
 
-def build_fleet(settings: Settings, store: SqliteStore) -> FleetAdapter:
+def build_fleet(settings: Settings, store: CatalogStore) -> FleetAdapter:
     if settings.fleet == "ssm":
         from autopatch.fleet.ssm import SsmFleet
 

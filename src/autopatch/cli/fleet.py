@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -13,7 +13,7 @@ from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import exposure_csv_rows, print_exposure, short_product, short_time
 from autopatch.domain.instance_ids import parse_instance_id
-from autopatch.scanning import discover_instances, identify, resolve_targets, scan_instances
+from autopatch.operations import fleet_rows, scan_fleet
 
 app = typer.Typer(help="The fleet: discover and scan Windows servers.", no_args_is_help=True)
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
@@ -23,25 +23,7 @@ FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="tabl
 def list_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Discover the fleet: id, name, product, build, online, last scan."""
     context: CliContext = ctx.obj
-    discover_instances(context.fleet, context.store)
-    instances = context.store.list_instances()  # as stored: with "offline since"
-    scans = context.store.latest_scans([i.instance_id for i in instances])
-    rows: list[dict[str, Any]] = []
-    for instance in instances:
-        scan = scans.get(instance.instance_id)
-        identity = identify(instance, scan)
-        rows.append(
-            {
-                "instance_id": instance.instance_id,
-                "name": instance.name,
-                "product": identity.product or f"unidentified ({identity.reason})",
-                "build": scan.build if scan else instance.platform_version,
-                "online": instance.online,
-                "offline_since": instance.offline_since,
-                "last_scan": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
-                "tags": instance.tags,
-            }
-        )
+    rows = fleet_rows(context.fleet, context.store)
     if output is not OutputFormat.table:
         flat = rows if output is OutputFormat.json else [row | {"tags": _tags(row["tags"])} for row in rows]
         render(flat, output)
@@ -73,24 +55,10 @@ def scan_command(
     """Scan servers: build, installed hotfixes, updates Windows Update offers, pending reboot."""
     context: CliContext = ctx.obj
     ids = [parse_instance_id(value) for value in instance_ids or []]
-    if not context.store.list_instances() or ids:
-        discover_instances(context.fleet, context.store)
-    targets = resolve_targets(context.store, ids)
     with progress_bar(context.console, "Scanning") as on_progress:
-        outcome = scan_instances(context.fleet, context.store, targets, on_progress=on_progress)
-    rows = [
-        {
-            "instance_id": target.instance_id,
-            "name": target.name,
-            "result": "scanned" if target.instance_id in outcome.reports else outcome.failures.get(target.instance_id),
-            "build": report.build if (report := outcome.reports.get(target.instance_id)) else None,
-            "installed": len(report.installed_kbs) if report else None,
-            "offered": sorted(report.offered_kbs) if report else None,
-            "pending_reboot": report.pending_reboot if report else None,
-        }
-        for target in targets
-    ]
-    render(rows, output, title=f"Scan: {len(outcome.reports)} scanned, {len(outcome.failures)} failed")
+        rows = scan_fleet(context.fleet, context.store, ids, on_progress=on_progress)
+    scanned = sum(1 for row in rows if row["result"] == "scanned")
+    render(rows, output, title=f"Scan: {scanned} scanned, {len(rows) - scanned} failed")
 
 
 def exposure_command(

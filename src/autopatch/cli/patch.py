@@ -18,12 +18,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from autopatch.assessment import load_product_catalog, server_facts
-from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import short_time
-from autopatch.domain.exposure import KbStatus, classify_kb, severity_rank
+from autopatch.domain.exposure import KbStatus, classify_kb
 from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
@@ -38,22 +37,24 @@ from autopatch.engine.planning import (
     start_run,
     store_plan,
 )
-from autopatch.engine.report import build_summary, instance_status, run_view, send_summary
+from autopatch.engine.report import build_summary, run_view, send_summary
 from autopatch.engine.runner import Engine, EventCallback, RunOptions
-from autopatch.errors import ConflictError, ValidationError
+from autopatch.errors import ConflictError
 from autopatch.notify.render import render_text
+from autopatch.operations import (
+    cancel_run,
+    plan_dry_run,
+    plan_rows,
+    prepare_patch,
+    reboot_instance,
+    run_rows,
+    server_status,
+)
 from autopatch.scanning import identify, scan_instances, select_targets
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
 SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
 run_app = typer.Typer(help="One run in detail.", no_args_is_help=True)
-
-
-def _tag_filter(tag: str) -> tuple[str, str]:
-    key, sep, value = tag.partition("=")
-    if not sep or not key.strip() or not value:
-        raise ValidationError("tag", tag, "a tag filter is KEY=VALUE, e.g. Environment=prod")
-    return key.strip(), value
 
 
 @contextmanager
@@ -128,23 +129,24 @@ def patch_command(
 ) -> None:
     """Patch servers: scan, classify, then install Pending KBs one at a time per server."""
     context: CliContext = ctx.obj
-    if sum((all_servers, bool(instance), tag is not None)) != 1:
-        raise ValidationError("targets", None, "give exactly one of --all, --instance ID…, --tag K=V")
-    ids = [parse_instance_id(value, "instance") for value in instance or []]
-    tag_filter = _tag_filter(tag) if tag is not None else None
-    # "Critical,Important" reads as "Important and above": the least severe one named is the floor.
-    minimum = max(parse_severities([severity]), key=severity_rank) if severity is not None else None
-    kbs = check_kbs_known(context.store, kb or [])
-    instances = context.fleet.list_instances()
-    targets = select_targets(instances, ids, tag_filter)
-    options = RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot).as_dict()
-    options |= {"kbs": kbs, "severity": minimum}
+    request = prepare_patch(
+        context.fleet,
+        context.store,
+        all_servers=all_servers,
+        instance_ids=[parse_instance_id(value, "instance") for value in instance or []],
+        tag=tag,
+        kbs=kb or [],
+        severity=severity,
+        options=RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot),
+        targets_rule="give exactly one of --all, --instance ID…, --tag K=V",
+    )
+    targets, kbs, minimum, options = request.targets, request.kbs, request.minimum_severity, request.options
     if dry_run:
         with progress_bar(context.console, "Scanning") as on_progress:
-            plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options, on_progress)
+            plan = plan_dry_run(context.fleet, context.store, request, on_progress)
         _print_plan(plan, output)
         return
-    context.store.save_instances(instances, datetime.now(UTC))
+    context.store.save_instances(request.instances, datetime.now(UTC))
     run, lease = start_run(context.store, "patch", targets, options)
     context.console.print(f"Run [bold]{run.run_id}[/]")
     with lease:
@@ -156,18 +158,7 @@ def patch_command(
 
 
 def _print_plan(plan: RunPlan, output: OutputFormat) -> None:
-    rows: list[dict[str, object]] = [
-        {
-            "instance_id": s.instance_id,
-            "name": s.name,
-            "product": s.product,
-            "build": s.build_before,
-            "kbs_in_order": [i.kb for i in plan.pending(s.instance_id)],
-            "expected_reboots": plan.expected_reboots(s.instance_id),
-            "note": s.reason,
-        }
-        for s in plan.servers
-    ]
+    rows = plan_rows(plan)
     total = sum(len(plan.pending(s.instance_id)) for s in plan.servers)
     headers = {"instance_id": "instance", "kbs_in_order": "KBs in order", "expected_reboots": "reboots"}
     render(rows, output, title=f"Plan (dry run): {total} KBs to install", headers=headers)
@@ -176,18 +167,7 @@ def _print_plan(plan: RunPlan, output: OutputFormat) -> None:
 def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
     """Recent runs, newest first."""
     context: CliContext = ctx.obj
-    rows = [
-        {
-            "run_id": r.run_id,
-            "kind": r.kind,
-            "status": str(r.status),
-            "created_at": r.created_at,
-            "finished_at": r.finished_at,
-            "owner": r.owner,
-            "reason": r.reason,
-        }
-        for r in context.store.list_runs()
-    ]
+    rows = run_rows(context.store)
     if output is not OutputFormat.table:
         render(rows, output)
         return
@@ -238,18 +218,11 @@ def _run_csv_row(view: dict[str, Any], server: dict[str, Any], kb: dict[str, Any
     }
 
 
-def _known_instance(context: CliContext, instance_id: str) -> None:
-    """An instance the store knows, or one the fleet lists now; otherwise an input error (nothing stored)."""
-    if context.store.get_instance(instance_id) is None:
-        select_targets(context.fleet.list_instances(), [instance_id])
-
-
 def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = OutputFormat.table) -> None:
     """A server's patch status: KBs done out of those that needed work, and each KB's latest state."""
     context: CliContext = ctx.obj
     target = parse_instance_id(instance_id)
-    _known_instance(context, target)
-    view = instance_status(context.store, target)
+    view = server_status(context.fleet, context.store, target)
     if output is OutputFormat.json:
         render(view, output)
         return
@@ -298,13 +271,7 @@ def reboot_command(ctx: typer.Context, instance_id: str) -> None:
     """Reboot a server now (refused while it is offline or a run is patching it)."""
     context: CliContext = ctx.obj
     target = parse_instance_id(instance_id)
-    [instance] = select_targets(context.fleet.list_instances(), [target])
-    if not instance.online:
-        raise ConflictError(f"instance_id: {target} is offline: it cannot be asked to reboot now")
-    holder = context.store.run_holding(target)
-    if holder is not None:
-        raise ConflictError(f"instance_id: {target} is being patched by run {holder}; cancel it or wait")
-    context.fleet.reboot(target)
+    reboot_instance(context.fleet, context.store, target)
     Console().print(f"Reboot requested for {target}")
 
 
@@ -312,10 +279,7 @@ def cancel_command(ctx: typer.Context, run_id: str) -> None:
     """Cancel a run: KBs not started become Cancelled at once; a KB being installed finishes first."""
     context: CliContext = ctx.obj
     run_id = parse_run_id(run_id)
-    run = context.store.get_run(run_id)
-    if run.status.is_terminal:
-        raise ValidationError("run", run_id, f"is already {run.status}; only unfinished runs can be cancelled")
-    status = context.store.cancel_run(run_id, "cancelled by the operator")
+    status = cancel_run(context.store, run_id)
     if status is RunStatus.CANCELLED:
         Console().print(f"Run {run_id} cancelled")
     else:

@@ -30,7 +30,7 @@ from autopatch.engine.ownership import LEASE_SECONDS, RunLease, new_owner_id
 from autopatch.errors import NotFoundError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.scanning import ProgressCallback, identify, scan_instances
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import CatalogStore, RunStore, Store
 
 _STATE_OF = {
     KbStatus.ALREADY_INSTALLED: KbState.ALREADY_INSTALLED,
@@ -65,7 +65,7 @@ def new_run(kind: str, options: dict[str, object], owner: str | None = None, pla
 
 
 def start_run(
-    store: SqliteStore, kind: str, targets: Collection[Instance], options: dict[str, object]
+    store: RunStore, kind: str, targets: Collection[Instance], options: dict[str, object]
 ) -> tuple[RunRecord, RunLease]:
     """Create the run holding ``targets``, owned by this process; ``ConflictError`` if one is held."""
     owner = new_owner_id()
@@ -74,7 +74,7 @@ def start_run(
     return run, RunLease(store, run.run_id, owner)
 
 
-def check_kbs_known(store: SqliteStore, kbs: Collection[str]) -> list[str]:
+def check_kbs_known(store: CatalogStore, kbs: Collection[str]) -> list[str]:
     """The canonical KB ids, each of which must be in the catalog (an unknown one is an input error)."""
     canonical = [parse_kb(kb) for kb in kbs]
     known = {record.fix.kb for record in store.fixes_for_kbs([int(kb[2:]) for kb in canonical])} if canonical else set()
@@ -93,7 +93,7 @@ def _relevant_kbs(catalog: ProductCatalog, min_severity: str | None) -> set[int]
 
 
 def plan_run(
-    store: SqliteStore,
+    store: Store,
     fleet: FleetAdapter,
     targets: Collection[Instance],
     kbs: Collection[str] = (),
@@ -181,7 +181,7 @@ def _skipped(server: RunServer, reason: str) -> RunServer:
     return replace(server, status="Skipped", reason=reason)
 
 
-def store_plan(store: SqliteStore, plan: RunPlan) -> str:
+def store_plan(store: Store, plan: RunPlan) -> str:
     """Store the plan and the scans it was made from: the run's own record when it was started first."""
     if plan.run.planned:
         store.create_run(plan.run, plan.servers, plan.items)
@@ -192,7 +192,7 @@ def store_plan(store: SqliteStore, plan: RunPlan) -> str:
 
 
 def plan_started_run(
-    store: SqliteStore, fleet: FleetAdapter, run_id: str, on_progress: ProgressCallback | None = None
+    store: Store, fleet: FleetAdapter, run_id: str, on_progress: ProgressCallback | None = None
 ) -> RunPlan:
     """Scan and plan a run whose servers were claimed but not yet planned (its options say what to plan)."""
     run = store.get_run(run_id)
@@ -207,7 +207,7 @@ def plan_started_run(
 
 
 def plan_retry(
-    store: SqliteStore, instance: Instance, kb: str, product: str | None, build: str | None, owner: str | None = None
+    store: CatalogStore, instance: Instance, kb: str, product: str | None, build: str | None, owner: str | None = None
 ) -> RunPlan:
     """A one-KB run (the original's "retry single KB" workflow), Pending without classification."""
     canonical = parse_kb(kb)

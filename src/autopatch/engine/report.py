@@ -8,7 +8,7 @@ from typing import Any
 from autopatch.domain.patching import KbState
 from autopatch.domain.summary import KbOutcome, RunSummary, ServerSummary
 from autopatch.notify.base import DeliveryResult, Notifier, notify_all
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import RunStore
 
 # KBs that needed work: the status view's progress counts these only. Already Installed,
 # Superseded and Not Available are shown, but a KB nothing was done for is not progress.
@@ -20,7 +20,7 @@ def _time(text: str | None) -> datetime:
     return datetime.fromisoformat(text) if text else datetime.now(UTC)
 
 
-def build_summary(store: SqliteStore, run_id: str) -> RunSummary:
+def build_summary(store: RunStore, run_id: str) -> RunSummary:
     """The summary of a run, rebuilt from stored states only (so it is right after a crash too)."""
     run = store.get_run(run_id)
     items = store.run_items(run_id)
@@ -60,7 +60,7 @@ def build_summary(store: SqliteStore, run_id: str) -> RunSummary:
     )
 
 
-def send_summary(store: SqliteStore, run_id: str, notifiers: list[Notifier]) -> list[DeliveryResult]:
+def send_summary(store: RunStore, run_id: str, notifiers: list[Notifier]) -> list[DeliveryResult]:
     """Notify every notifier; failures are recorded on the run, never raised."""
     results = notify_all(notifiers, build_summary(store, run_id))
     for result in results:
@@ -68,7 +68,7 @@ def send_summary(store: SqliteStore, run_id: str, notifiers: list[Notifier]) -> 
     return results
 
 
-def run_view(store: SqliteStore, run_id: str) -> dict[str, Any]:
+def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     """``autopatch run show``: the run, each server, each KB with its attempts and transitions."""
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
@@ -132,7 +132,7 @@ def run_view(store: SqliteStore, run_id: str) -> dict[str, Any]:
     }
 
 
-def instance_status(store: SqliteStore, instance_id: str) -> dict[str, Any]:
+def instance_status(store: RunStore, instance_id: str) -> dict[str, Any]:
     """The original's status view: total, completed, percentage, per-KB details (latest per KB).
 
     ``total`` and ``completed`` count only KBs that needed work (installed, failed, cancelled or

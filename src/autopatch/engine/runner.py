@@ -38,8 +38,7 @@ from autopatch.errors import (
 )
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_install_output, parse_scan_output
-from autopatch.store.runs_sqlite import now
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import Store, now
 
 EventCallback = Callable[[str, str, str, str], None]  # (instance_id, kb, state, detail)
 # The command never ran (or was stopped before it could do anything): sending again is safe.
@@ -82,7 +81,7 @@ class Engine:
 
     def __init__(
         self,
-        store: SqliteStore,
+        store: Store,
         fleet: FleetAdapter,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,

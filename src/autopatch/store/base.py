@@ -1,15 +1,21 @@
-"""The store port: what the catalog (and later the fleet and runs) need from persistence.
+"""The store ports: what the catalog, the fleet and patch runs need from persistence.
 
-SQLite is the embedded adapter; a DynamoDB adapter implements the same protocol for the AWS
+SQLite is the embedded adapter; a DynamoDB adapter implements the same protocols for the AWS
 deployment, keyed like the original (``OS#<product>`` / ``CVE#<id>``, a by-month index) but
 without its TTL. Everything returned is a domain type: no adapter row leaks upward.
+
+Code asks for the narrowest port it uses (``CatalogStore``, ``FleetStore``, ``RunStore``,
+``RunLeaseStore``), or ``Store`` when it needs several; only the entry points' wiring names an
+adapter. ``tests/store_contract.py`` is the behaviour every adapter must show.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
+from autopatch.domain.access import AuditEntry, Principal, Role, TokenRecord
 from autopatch.domain.catalog import (
     AffectedRecord,
     CatalogDocument,
@@ -19,7 +25,14 @@ from autopatch.domain.catalog import (
     ProductSummary,
     StoredDocument,
 )
-from autopatch.domain.runs import RunRecord
+from autopatch.domain.fleet import Instance, ScanReport
+from autopatch.domain.patching import KbState, RunStatus
+from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
+
+
+def now() -> str:
+    """The time stamp runs are stored with: UTC ISO 8601 to the millisecond, so text order is time order."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class CatalogStore(Protocol):
@@ -77,3 +90,131 @@ class RunLeaseStore(Protocol):
     def renew_lease(self, run_id: str, owner: str, lease_expires: float) -> bool: ...
 
     def release_run(self, run_id: str, owner: str) -> None: ...
+
+
+class FleetStore(Protocol):
+    """What discovery and scanning keep: the instances seen and every scan of them."""
+
+    def save_instances(self, instances: Iterable[Instance], discovered_at: datetime) -> None:
+        """Upsert what discovery found; instances no longer listed are kept (history).
+
+        An instance going offline keeps its first ``offline_since``; coming online clears it.
+        """
+
+    def list_instances(self) -> list[Instance]:
+        """Every instance ever discovered, by name then id."""
+
+    def get_instance(self, instance_id: str) -> Instance | None: ...
+
+    def save_scans(self, scans: Iterable[ScanReport]) -> None:
+        """Keep each scan (history); a scan of the same instance at the same time replaces it."""
+
+    def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
+        """The newest scan of each instance (all instances, or the given ones)."""
+
+
+class RunStore(RunLeaseStore, Protocol):
+    """Patch runs: every state, transition and attempt, kept forever; one driver per run.
+
+    Every write is atomic. ``create_run`` refuses (``ConflictError``) a server that an unfinished
+    run still holds; an illegal KB transition raises ``StateError``; an unknown run, server or
+    item raises ``NotFoundError``.
+    """
+
+    def create_run(self, run: RunRecord, servers: list[RunServer], items: list[RunItem]) -> None:
+        """A run, its servers and their classified KBs, all or nothing."""
+
+    def save_plan(self, run_id: str, servers: list[RunServer], items: list[RunItem]) -> None:
+        """Store the scanned plan of a run created unplanned (its servers claimed first)."""
+
+    def cancel_run(self, run_id: str, reason: str) -> RunStatus:
+        """Pending KBs become Cancelled; the run is Cancelled, or Cancelling while installs run."""
+
+    def transition_item(
+        self,
+        run_id: str,
+        instance_id: str,
+        kb: str,
+        new: KbState,
+        reason: str = "",
+        reboot_required: bool | None = None,
+    ) -> None:
+        """Move one KB to ``new`` if the state machine allows it, recording when and why."""
+
+    def start_attempt(self, run_id: str, instance_id: str, kb: str, token: str) -> int:
+        """Record the intent to send BEFORE sending; returns the attempt's number (1, 2, ...)."""
+
+    def update_attempt(self, run_id: str, instance_id: str, kb: str, attempt: int, **fields: Any) -> None: ...
+
+    def update_server(self, run_id: str, instance_id: str, **fields: Any) -> None: ...
+
+    def record_reboot(
+        self,
+        run_id: str,
+        instance_id: str,
+        attempts: list[tuple[str, int]],
+        requested_at: str | None = None,
+        boot_before: str | None = None,
+    ) -> None:
+        """A reboot happened for these (KB, attempt)s: their phase and the server's count move together."""
+
+    def set_run_status(self, run_id: str, status: RunStatus, reason: str = "") -> None: ...
+
+    def record_notification(self, run_id: str, notifier: str, ok: bool, error: str | None) -> None: ...
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        """The newest runs first."""
+
+    def run_holding(self, instance_id: str) -> str | None:
+        """The unfinished run that still has work on this server, if any."""
+
+    def unfinished_runs(self) -> list[RunRecord]:
+        """Runs not yet in a terminal status, oldest first."""
+
+    def run_servers(self, run_id: str) -> list[RunServer]: ...
+
+    def run_item(self, run_id: str, instance_id: str, kb: str) -> RunItem: ...
+
+    def run_server(self, run_id: str, instance_id: str) -> RunServer: ...
+
+    def run_items(self, run_id: str, instance_id: str | None = None) -> list[RunItem]: ...
+
+    def items_of_instance(self, instance_id: str) -> list[RunItem]:
+        """The latest item per KB for one instance across runs (the status view)."""
+
+    def attempts(self, run_id: str, instance_id: str | None = None, kb: str | None = None) -> list[Attempt]: ...
+
+    def transitions(self, run_id: str) -> list[Transition]:
+        """Every KB state change of a run, per (instance, KB) in the order they happened."""
+
+    def notifications(self, run_id: str) -> list[tuple[str, bool, str | None]]: ...
+
+
+class Store(CatalogStore, FleetStore, RunStore, Protocol):
+    """Everything at once, for code that plans, drives or reports across the three ports."""
+
+
+class AccessStore(Protocol):
+    """API tokens (stored by digest, never in clear) and the audit log of mutating requests.
+
+    Token names are unique among live tokens; a revoked name may be reused, and its old rows stay
+    as history. ``principal_for_digest`` runs on every API request, so it must stay one indexed
+    lookup and one small write.
+    """
+
+    def create_token(self, name: str, role: Role, digest: str, created_at: datetime) -> TokenRecord:
+        """Store a new token; ``ConflictError`` naming ``name`` when a live token already has it."""
+
+    def list_tokens(self) -> list[TokenRecord]:
+        """Every token, live and revoked, oldest first; never the digest."""
+
+    def revoke_token(self, name: str, at: datetime) -> TokenRecord:
+        """Revoke the live token ``name`` from ``at`` on; ``NotFoundError`` when there is none."""
+
+    def principal_for_digest(self, digest: str, at: datetime) -> Principal | None:
+        """Who the token with this digest acts as (and mark it used at ``at``); None if unknown or revoked."""
+
+    def record_audit(self, entry: AuditEntry) -> None: ...
+
+    def list_audit(self, limit: int, offset: int) -> tuple[list[AuditEntry], int]:
+        """A page of the audit log, newest first, and the total number of entries."""

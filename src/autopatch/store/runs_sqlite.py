@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from datetime import UTC, datetime
 from typing import Any
 
 from autopatch.domain.patching import (
@@ -26,6 +25,7 @@ from autopatch.domain.patching import (
 )
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
 from autopatch.errors import ConflictError, NotFoundError, StateError
+from autopatch.store.base import now
 
 RUNS_MIGRATION = """
     CREATE TABLE runs (
@@ -122,10 +122,6 @@ _RUN_COLUMNS = (
 )
 _UNFINISHED = ",".join(f"'{status}'" for status in UNFINISHED_RUN_STATUSES)
 _HELD = ",".join(f"'{status}'" for status in HELD_SERVER_STATUSES)
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def _run(row: tuple[Any, ...]) -> RunRecord:

@@ -30,6 +30,7 @@ from autopatch.domain.catalog import (
 )
 from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.errors import StoreError, ValidationError
+from autopatch.store.access_sqlite import ACCESS_MIGRATION, AccessTables
 from autopatch.store.fleet_sqlite import (
     FLEET_MIGRATION,
     INSTANCE_COLUMNS,
@@ -116,6 +117,7 @@ MIGRATIONS: tuple[str, ...] = (
     RUN_OWNER_MIGRATION,
     SCAN_BOOT_MIGRATION,
     RUN_REBOOT_MIGRATION,
+    ACCESS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
@@ -155,7 +157,7 @@ def _placeholders(values: Collection[object]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore(RunTables):
+class SqliteStore(RunTables, AccessTables):
     """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
 
     def __init__(self, path: str | Path) -> None:
