@@ -37,6 +37,7 @@ bench: $(BIN)/autopatch
 	$(BIN)/python benchmarks/catalog_ingest.py
 	$(BIN)/python benchmarks/exposure.py
 	$(BIN)/python benchmarks/patch_run.py
+	$(BIN)/python benchmarks/api.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -147,6 +147,15 @@ class StoreContract:
         store.set_run_status("p-3", RunStatus.SUCCEEDED)
         assert [r.run_id for r in store.unfinished_runs()] == ["p-1", "p-2"]
 
+    def test_runs_are_paged_with_an_offset_and_counted(self, store: Store) -> None:
+        assert store.count_runs() == 0 and store.list_runs(limit=10, offset=0) == []
+        for number, hour in ((1, 9), (2, 11), (3, 10), (4, 10)):  # p-3 and p-4 share a time: the id decides
+            store.create_run(run_record(f"p-{number}", f"2024-02-14T{hour:02}:00:00+00:00"), [], [])
+        assert store.count_runs() == 4
+        pages = [[r.run_id for r in store.list_runs(limit=2, offset=offset)] for offset in (0, 2, 4)]
+        assert pages == [["p-2", "p-4"], ["p-3", "p-1"], []]
+        assert [r.run_id for r in store.list_runs(limit=10, offset=3)] == ["p-1"]
+
     def test_a_server_held_by_an_unfinished_run_cannot_join_another(self, store: Store) -> None:
         create(store, "p-1")
         other = run_record("p-2")

@@ -18,11 +18,12 @@ from fastapi.testclient import TestClient
 
 from autopatch.access import create_token
 from autopatch.api.app import create_app
-from autopatch.cli.context import build_fleet, load_settings
+from autopatch.cli.context import load_settings
 from autopatch.engine.planning import start_run
 from autopatch.errors import ValidationError
 from autopatch.settings import Settings
 from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
 
 from .conftest import run_cli
 
@@ -293,12 +294,10 @@ def test_a_run_request_is_checked_like_the_cli_patch_command(api: Api) -> None:
     assert bad_id.status_code == 422 and error_of(bad_id)["field"] == "instance_ids"
     assert api.post("/runs", instance_ids=[target], kbs=["KB9999999"], dry_run=True).status_code == 404
     assert api.post("/runs", all=True, concurrency=0, dry_run=True).status_code == 422
-    not_yet = api.post("/runs", all=True)
-    assert not_yet.status_code == 501 and "autopatch patch" in error_of(not_yet)["message"]
     assert api.post("/runs", all=True, dry_run=True, role="viewer").status_code == 403
     assert api.get("/runs").json()["total"] == 0
     results = sorted(e["result"][:10] for e in api.audit() if e["action"] == "run.create")
-    assert results == ["error: 403", "error: 404", "error: 422", "error: 422", "error: 422", "error: 422", "error: 501"]
+    assert results == ["error: 403", "error: 404", "error: 422", "error: 422", "error: 422", "error: 422"]
 
 
 def test_run_ids_are_checked_and_unknown_runs_are_404(api: Api) -> None:

@@ -16,10 +16,11 @@ from pathlib import Path
 import pytest
 
 from autopatch.cli.app import main
-from autopatch.cli.context import build_fleet, load_settings
+from autopatch.cli.context import load_settings
 from autopatch.engine.planning import plan_run, start_run, store_plan
 from autopatch.fleet.simulator import FleetSimulator
 from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
 
 from .conftest import run_cli as run
 from .conftest import xml_path

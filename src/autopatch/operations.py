@@ -127,8 +127,8 @@ def cancel_run(store: RunStore, run_id: str) -> RunStatus:
     return store.cancel_run(run_id, "cancelled by the operator")
 
 
-def run_rows(store: RunStore, limit: int = 50) -> list[dict[str, Any]]:
-    """``runs``: the newest runs first, with kind, status, times, driver and reason."""
+def run_rows(store: RunStore, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
+    """``runs``: the newest runs first (a page of them), with kind, status, times, driver and reason."""
     return [
         {
             "run_id": r.run_id,
@@ -139,7 +139,7 @@ def run_rows(store: RunStore, limit: int = 50) -> list[dict[str, Any]]:
             "owner": r.owner,
             "reason": r.reason,
         }
-        for r in store.list_runs(limit)
+        for r in store.list_runs(limit, offset)
     ]
 
 

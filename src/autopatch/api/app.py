@@ -1,28 +1,34 @@
 """The FastAPI app factory: routers under ``/api/v1``, error handlers, CORS, the fleet adapter's lifetime.
 
-What this slice serves: health, instances (list, one, status, scan, reboot), catalog queries,
-exposure, runs (list, show, cancel, dry-run plans), tokens and the audit log. Not yet here:
-starting patch runs from the API and driving them in this process (a worker pool holding the
-runs' leases, resuming runs whose lease expired at start), retries, ``/runs/{id}/events``,
-catalog update jobs, the original's compatibility endpoints and the dashboard. Until then, runs
-are started with ``autopatch patch``; they show up in the API at once (the same database).
+Served: health, instances (list, one, status, scan, reboot), catalog queries and update jobs,
+exposure, runs (list, show, start, retry, cancel, dry-run plans, live events), tokens and the
+audit log, who a token is (``/me``), and the dashboard's static files at ``/``. Runs started
+here are driven in this process by ``RunWorker`` (a thread pool holding the runs' leases; at
+start it resumes runs whose lease expired); runs started with ``autopatch patch`` show up at
+once (the same database).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
 
 from autopatch import __version__
+from autopatch.api import compat
 from autopatch.api.deps import FleetProvider
-from autopatch.api.errors import install_error_handlers
+from autopatch.api.errors import describe_failure, install_error_handlers
+from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
-from autopatch.api.routes import access, catalog, exposure, instances, runs
+from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
+from autopatch.api.run_worker import RunWorker
 from autopatch.settings import Settings
 
+DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 API_PREFIX = "/api/v1"
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": text}
@@ -48,13 +54,21 @@ def health_router() -> APIRouter:
     return router
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The API for ``settings``: every request opens its own store on ``settings.db``."""
+def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
+    """The API for ``settings``: every request opens its own store on ``settings.db``.
+
+    ``start_worker=False`` leaves unfinished runs alone at start (tests that set runs up by hand);
+    runs submitted through the API are driven either way.
+    """
     fleet = FleetProvider(settings)
+    worker = RunWorker(settings, fleet=fleet)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if start_worker:
+            worker.start()
         yield
+        worker.shutdown()
         fleet.close()
 
     app = FastAPI(
@@ -67,10 +81,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     app.state.fleet = fleet
+    app.state.run_worker = worker
+    app.state.jobs = JobBoard(describe_failure)
     install_error_handlers(app)
     app.include_router(health_router(), prefix=API_PREFIX)
-    for module in (instances, exposure, catalog, runs, access):
+    for module in (instances, exposure, catalog, runs, jobs, access, me):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+    app.include_router(compat.router, responses=ERROR_RESPONSES)  # the original's seven, at the root
     if settings.cors_origin_list:  # closed by default: no header at all, so browsers refuse cross-origin reads
         app.add_middleware(
             CORSMiddleware,
@@ -78,4 +95,6 @@ def create_app(settings: Settings) -> FastAPI:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # Last, so every route above wins: the dashboard's static files (no token; they call /api/v1 with one).
+    app.mount("/", StaticFiles(directory=DASHBOARD, html=True), name="dashboard")
     return app

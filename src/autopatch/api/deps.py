@@ -19,12 +19,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from autopatch.access import RESULT_OK, audit, authenticate
 from autopatch.api.errors import describe_failure
-from autopatch.cli.context import build_fleet
 from autopatch.domain.access import Principal, Role
 from autopatch.fleet.base import FleetAdapter
 from autopatch.settings import Settings
 from autopatch.store.base import AccessStore, Store
 from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
 
 BEARER = HTTPBearer(auto_error=False, description="an AutoPatch API token (`autopatch token create`)")
 CHALLENGE = {"WWW-Authenticate": "Bearer"}

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_LIMIT = 1000
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description="items per page (1 to 1000)")]
-Offset = Annotated[int, Query(ge=0, description="items to skip (0 or more)")]
+# Bounded so a huge offset is a 422 naming it, not an integer the database cannot hold (a 500).
+MAX_OFFSET = 1_000_000_000
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="items to skip (0 to 1,000,000,000)")]
 
 
 T = TypeVar("T")

@@ -118,3 +118,17 @@ class RunPlanView(BaseModel):
 class RunCancelled(BaseModel):
     run_id: str
     status: str = Field(description="Cancelled, or Cancelling while installs in flight finish")
+
+
+class RunAccepted(BaseModel):
+    run_id: str
+    status: str = Field(description="Pending: scanning, planning and installing continue in the server")
+
+
+class RetryRequest(BaseModel):
+    """One KB on one server, as ``autopatch retry INSTANCE KB``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instance_id: str = Field(max_length=200)
+    kb: str = Field(max_length=200, description="e.g. KB5034129")

@@ -12,12 +12,13 @@ from collections.abc import Iterator
 from datetime import date
 
 from autopatch.catalog.client import MsrcClient, UpdateEntry
-from autopatch.catalog.ingest import DocumentOutcome, ImportSummary, ProgressCallback, import_documents
+from autopatch.catalog.ingest import DocumentOutcome, ImportSummary, ProgressCallback, import_documents, import_paths
 from autopatch.catalog.sources import parse_hashed
 from autopatch.catalog.sug import parse_sug_records
 from autopatch.domain.catalog import CatalogDocument
 from autopatch.domain.identifiers import Month, month_of_document
 from autopatch.errors import DocumentFormatError, ValidationError
+from autopatch.settings import Settings
 from autopatch.store.base import CatalogStore
 
 SOURCES = ("cvrf", "sug")
@@ -117,3 +118,27 @@ def _update_from_sug(
         raise DocumentFormatError(f"{url}: SUG records nested too deeply to be MSRC data") from exc
     sha256 = hashlib.sha256("\n".join(canonical).encode("utf-8")).hexdigest()
     return import_documents(store, [(url, sha256, documents)], 1, on_progress)
+
+
+def fetch_months(
+    store: CatalogStore,
+    settings: Settings,
+    since: Month,
+    until: Month,
+    source: str = "cvrf",
+    on_progress: ProgressCallback | None = None,
+) -> ImportSummary:
+    """``autopatch catalog update``: the months [since, until] from the MSRC API configured in ``settings``."""
+    with MsrcClient(settings.msrc_base_url, timeout=settings.http_timeout, retries=settings.http_retries) as client:
+        return update_catalog(store, client, since, until, source, on_progress)
+
+
+def refresh_catalog(
+    store: CatalogStore, settings: Settings, today: date, on_progress: ProgressCallback | None = None
+) -> ImportSummary:
+    """ "Update now" (the API's catalog job): the offline folder when ``AUTOPATCH_CATALOG_DIR`` names one, as
+    ``make demo`` does, else the last three months from MSRC like ``catalog update`` without options."""
+    if settings.catalog_dir is not None:
+        return import_paths(store, [settings.catalog_dir], on_progress, workers=settings.import_workers)
+    first, last = default_months(today)
+    return fetch_months(store, settings, first, last, "cvrf", on_progress)

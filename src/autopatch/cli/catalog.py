@@ -67,19 +67,14 @@ def update_command(
     """Fetch monthly documents live from the MSRC API (default: the last three months)."""
     from datetime import date
 
-    from autopatch.catalog.client import MsrcClient
-    from autopatch.catalog.update import default_months, update_catalog
+    from autopatch.catalog.update import default_months, fetch_months
 
     context = _context(ctx)
     first, last = default_months(date.today())
     first = parse_month(since, "since") if since else first
     last = parse_month(until, "until") if until else last
-    settings = context.settings
-    with (
-        MsrcClient(settings.msrc_base_url, timeout=settings.http_timeout, retries=settings.http_retries) as client,
-        progress_bar(context.console, "Fetching") as on_progress,
-    ):
-        summary = update_catalog(context.store, client, first, last, source, on_progress)
+    with progress_bar(context.console, "Fetching") as on_progress:
+        summary = fetch_months(context.store, context.settings, first, last, source, on_progress)
     print_import_summary(context, summary, output)
 
 

@@ -13,8 +13,8 @@ from autopatch.fleet.base import FleetAdapter
 from autopatch.notify.base import Notifier
 from autopatch.notify.factory import notifiers_from_settings
 from autopatch.settings import Settings
-from autopatch.store.base import CatalogStore
 from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -59,24 +59,3 @@ class CliContext:
             close_fleet()
         if self._store is not None:
             self._store.close()
-
-
-def simulator_state_path(settings: Settings) -> Path:
-    return Path(settings.db).with_suffix(".simulator.db")
-
-
-def build_fleet(settings: Settings, store: CatalogStore) -> FleetAdapter:
-    if settings.fleet == "ssm":
-        from autopatch.fleet.ssm import SsmFleet
-
-        return SsmFleet(
-            region=settings.aws_region,
-            output_s3_bucket=settings.ssm_output_bucket,
-            cloudwatch_output=settings.ssm_cloudwatch_output,
-        )
-    from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
-
-    config = SimulatorConfig(
-        servers=settings.simulator_servers, seed=settings.simulator_seed, time_scale=settings.simulator_time_scale
-    )
-    return FleetSimulator(store, config, state_path=simulator_state_path(settings))

@@ -19,7 +19,7 @@ from autopatch.catalog.ingest import ImportSummary, import_paths
 from autopatch.cli.catalog import print_import_summary
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
-from autopatch.cli.patch import SIMULATOR_POLL, live_view
+from autopatch.cli.patch import live_view
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import print_exposure, short_product
 from autopatch.domain.polling import PollPolicy
@@ -29,6 +29,7 @@ from autopatch.engine.report import build_summary, send_summary
 from autopatch.engine.runner import Engine, RunOptions
 from autopatch.errors import SourceUnavailableError, ValidationError
 from autopatch.scanning import discover_instances, scan_instances
+from autopatch.wiring import SIMULATOR_POLL
 
 SERVER_PRODUCTS = (
     "Windows Server 2016",

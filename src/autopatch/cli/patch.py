@@ -9,37 +9,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from autopatch.assessment import load_product_catalog, server_facts
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import short_time
-from autopatch.domain.exposure import KbStatus, classify_kb
 from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
-from autopatch.domain.polling import PollPolicy
-from autopatch.engine.ownership import RunLease, new_owner_id
-from autopatch.engine.planning import (
-    RunPlan,
-    check_kbs_known,
-    plan_retry,
-    plan_run,
-    plan_started_run,
-    start_run,
-    store_plan,
-)
-from autopatch.engine.report import build_summary, run_view, send_summary
-from autopatch.engine.runner import Engine, EventCallback, RunOptions
-from autopatch.errors import ConflictError
+from autopatch.engine.driving import begin_patch, drive_run, plan_if_unplanned, plan_patch, prepare_retry
+from autopatch.engine.ownership import RunLease
+from autopatch.engine.planning import RunPlan
+from autopatch.engine.report import build_summary, run_view
+from autopatch.engine.runner import EventCallback, RunOptions
 from autopatch.notify.render import render_text
 from autopatch.operations import (
     cancel_run,
@@ -50,10 +37,9 @@ from autopatch.operations import (
     run_rows,
     server_status,
 )
-from autopatch.scanning import identify, scan_instances, select_targets
+from autopatch.wiring import fleet_poll
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
-SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
 run_app = typer.Typer(help="One run in detail.", no_args_is_help=True)
 
 
@@ -84,23 +70,18 @@ def live_view(console: Console, plan: RunPlan) -> Iterator[EventCallback]:
         yield on_event
 
 
-def _engine_options(context: CliContext, options: RunOptions) -> RunOptions:
-    # Simulated servers answer in (scaled) seconds: poll them often.
-    return replace(options, poll=SIMULATOR_POLL) if context.settings.fleet == "simulator" else options
-
-
 def _execute(context: CliContext, run_id: str, plan: RunPlan | None, lease: RunLease) -> RunStatus:
     """Drive the run as its lease holder, then notify once it is over (the summary is stored states)."""
-    options = _engine_options(context, RunOptions.from_dict(context.store.get_run(run_id).options))
+    poll = fleet_poll(context.settings)
     if plan is not None:
         with live_view(context.console, plan) as on_event:
-            status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options, lease)
+            status, results = drive_run(context.store, context.fleet, run_id, lease, context.notifiers, poll, on_event)
     else:
-        status = Engine(context.store, context.fleet).execute(run_id, options, lease)
+        status, results = drive_run(context.store, context.fleet, run_id, lease, context.notifiers, poll)
     if not status.is_terminal:
         context.console.print(f"Run {run_id} is now driven by another process; it continues there.")
         return status
-    for result in send_summary(context.store, run_id, context.notifiers):
+    for result in results:
         if not result.ok:
             context.console.print(f"[yellow]notifier {result.notifier} failed[/]: {result.error}")
     if not any(n.name == "console" for n in context.notifiers):
@@ -140,19 +121,16 @@ def patch_command(
         options=RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot),
         targets_rule="give exactly one of --all, --instance ID…, --tag K=V",
     )
-    targets, kbs, minimum, options = request.targets, request.kbs, request.minimum_severity, request.options
     if dry_run:
         with progress_bar(context.console, "Scanning") as on_progress:
             plan = plan_dry_run(context.fleet, context.store, request, on_progress)
         _print_plan(plan, output)
         return
-    context.store.save_instances(request.instances, datetime.now(UTC))
-    run, lease = start_run(context.store, "patch", targets, options)
+    run, lease = begin_patch(context.store, request)
     context.console.print(f"Run [bold]{run.run_id}[/]")
     with lease:
         with progress_bar(context.console, "Scanning") as on_progress:
-            plan = plan_run(context.store, context.fleet, targets, kbs, minimum, options, on_progress, run=run)
-        store_plan(context.store, plan)
+            plan = plan_patch(context.store, context.fleet, run, request, on_progress)
         status = _execute(context, run.run_id, plan, lease)
     _exit_for(status)
 
@@ -244,25 +222,10 @@ def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = 
 def retry_command(ctx: typer.Context, instance_id: str, kb: str) -> None:
     """Retry one KB on one server (a run of its own, with its own summary)."""
     context: CliContext = ctx.obj
-    target = parse_instance_id(instance_id)
-    [kb_id] = check_kbs_known(context.store, [kb])
-    instances = context.fleet.list_instances()
-    [instance] = select_targets(instances, [target])
-    outcome = scan_instances(context.fleet, context.store, [instance], save=False)
-    scan = outcome.reports.get(target)
-    identity = identify(instance, scan)
-    if scan is not None and identity.product is not None:
-        catalog = load_product_catalog(context.store, identity.product)
-        facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
-        if classify_kb(catalog, int(kb_id[2:]), facts) is KbStatus.ALREADY_INSTALLED:
-            raise ConflictError(f"kb: {kb_id} is already installed on {target} (build {scan.build}): nothing to retry")
-    owner = new_owner_id()
-    plan = plan_retry(context.store, instance, kb_id, identity.product, scan.build if scan else None, owner=owner)
-    plan.scans = outcome.reports
-    context.store.save_instances(instances, datetime.now(UTC))
-    run_id = store_plan(context.store, plan)
+    plan, lease = prepare_retry(context.store, context.fleet, parse_instance_id(instance_id), kb)
+    run_id = plan.run.run_id
     context.console.print(f"Retry run [bold]{run_id}[/]")
-    with RunLease(context.store, run_id, owner) as lease:
+    with lease:
         status = _execute(context, run_id, plan, lease)
     _exit_for(status)
 
@@ -305,7 +268,7 @@ def resume_command(ctx: typer.Context) -> None:
             plan = None
             if not run.planned:
                 with progress_bar(context.console, "Scanning") as on_progress:
-                    plan = plan_started_run(context.store, context.fleet, run.run_id, on_progress)
+                    plan = plan_if_unplanned(context.store, context.fleet, run, on_progress)
             status = _execute(context, run.run_id, plan, lease)
         if status is not RunStatus.SUCCEEDED:
             worst = status

@@ -162,8 +162,11 @@ class RunStore(RunLeaseStore, Protocol):
 
     def record_notification(self, run_id: str, notifier: str, ok: bool, error: str | None) -> None: ...
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        """The newest runs first."""
+    def list_runs(self, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        """The newest runs first (ties by run id, descending), skipping the first ``offset``."""
+
+    def count_runs(self) -> int:
+        """How many runs are stored: the total beside a page of ``list_runs``."""
 
     def run_holding(self, instance_id: str) -> str | None:
         """The unfinished run that still has work on this server, if any."""

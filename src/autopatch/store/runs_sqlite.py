@@ -489,9 +489,15 @@ class RunTables:
             raise NotFoundError(f"run: {run_id!r} is not a known run (see `autopatch runs`)")
         return _run(rows[0])
 
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+    def list_runs(self, limit: int = 50, offset: int = 0) -> list[RunRecord]:
+        # run_id breaks ties between runs created in the same millisecond, so pages never overlap.
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC, run_id DESC LIMIT ? OFFSET ?", (limit, offset)
+        )
         return [_run(row) for row in rows]
+
+    def count_runs(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM runs")[0][0])
 
     def run_holding(self, instance_id: str) -> str | None:
         """The unfinished run that still has work on this server, if any."""

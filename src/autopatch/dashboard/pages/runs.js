@@ -1,0 +1,266 @@
+// Runs: the history, and one run live — progress per server and per KB pushed by Server-Sent
+// Events read with fetch (polling every 2 s when the server has no events route or the stream
+// breaks; each event only triggers a read of the run, the one source of truth), retry a
+// failed KB, reboot a server, cancel; the summary and the exposure before/after once it is done.
+
+import { api, serves, streamEvents } from "../api.js";
+import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } from "../ui.js";
+import { beforeKey, counts, rememberBefore } from "./fleet.js";
+
+const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
+const NO_WORK = new Set(["Already Installed", "Superseded", "Not Available"]);
+const FINISHED_KB = new Set(["Success", "Failed", "Cancelled"]);
+const POLL_MS = 2000;
+
+export async function renderRuns(view) {
+  const runs = await guarded(() => api("/runs", { params: { limit: 200 } }));
+  view.append(h("h1", {}, "Runs"));
+  if (!runs) return;
+  if (runs.items.length === 0) {
+    view.append(emptyState("No runs yet. Select servers on the Fleet page and start one.", h("a", { href: "#/fleet" }, "Go to the fleet")));
+    return;
+  }
+  const rows = runs.items.map((run) =>
+    h("tr", {},
+      h("th", { scope: "row" }, h("a", { href: `#/runs/${run.run_id}`, class: "mono" }, run.run_id)),
+      h("td", {}, run.kind),
+      h("td", {}, chip(run.status)),
+      h("td", {}, timeCell(run.created_at)),
+      h("td", {}, run.finished_at ? timeCell(run.finished_at) : h("span", { class: "muted" }, "not finished")),
+      h("td", {}, run.reason || ""),
+    ));
+  view.append(table(`${runs.total} run(s), newest first${runs.total > runs.items.length ? ` (the ${runs.items.length} newest shown)` : ""}`,
+    ["Run", "Kind", "Status", "Created", "Finished", "Reason"], rows));
+}
+
+/** KBs that needed work and how many of them are finished (Success, Failed or Cancelled). */
+function progressOf(kbs) {
+  const work = kbs.filter((kb) => !NO_WORK.has(kb.state));
+  const done = work.filter((kb) => FINISHED_KB.has(kb.state)).length;
+  return { done, total: work.length };
+}
+
+function percent({ done, total }, terminal) {
+  if (total === 0) return terminal ? 100 : 0;
+  return Math.round((100 * done) / total);
+}
+
+function progressBar(label, progress, terminal, id) {
+  const value = percent(progress, terminal);
+  return h("div", { class: "progress" },
+    h("label", { for: id }, label),
+    h("progress", { id, max: 100, value }),
+    h("span", { class: "progress-text", role: "status" }, `${value}% (${progress.done} of ${progress.total} KBs)`));
+}
+
+function summary(run) {
+  const byServer = {};
+  const byKb = {};
+  for (const server of run.servers) {
+    byServer[server.status] = (byServer[server.status] || 0) + 1;
+    for (const kb of server.kbs) byKb[kb.state] = (byKb[kb.state] || 0) + 1;
+  }
+  const list = (counts) => Object.entries(counts).map(([state, n]) => h("li", {}, chip(state), ` ${n}`));
+  return h("section", { class: "summary", "aria-labelledby": "summary-title" },
+    h("h2", { id: "summary-title" }, "Summary"),
+    h("p", {}, `${run.status} ${run.finished_at ? "at " : ""}`, run.finished_at ? timeCell(run.finished_at) : "", run.reason ? ` — ${run.reason}` : ""),
+    h("div", { class: "summary-lists" },
+      h("div", {}, h("h3", {}, "Servers"), h("ul", { class: "counts" }, list(byServer))),
+      h("div", {}, h("h3", {}, "KBs"), h("ul", { class: "counts" }, list(byKb)))));
+}
+
+async function exposureChart(run) {
+  const ids = run.servers.map((server) => server.instance_id);
+  const now = await guarded(() => api("/exposure", { params: { limit: 1000 } }));
+  if (!now) return null;
+  const after = Object.fromEntries(now.items.filter((row) => ids.includes(row.instance_id)).map((row) => [row.instance_id, counts(row)]));
+  let before = null;
+  try {
+    before = JSON.parse(localStorage.getItem(beforeKey(run.run_id)) || "null");
+  } catch {
+    before = null;
+  }
+  const sum = (table, key) => {
+    const values = ids.map((id) => table[id]).filter((value) => value);
+    return values.length ? values.reduce((total, value) => total + value[key], 0) : null;
+  };
+  const keys = [["Critical", "critical"], ["Important", "important"], ["All open", "total"]];
+  if (before) {
+    return barChart("Open CVEs on this run's servers: before the run and now", keys.map(([label, key]) => ({ label, values: [sum(before.servers, key), sum(after, key)] })),
+      [{ name: "before", class: "bar-before" }, { name: "now", class: "bar-now" }], "exposure-chart");
+  }
+  const figure = barChart("Open CVEs on this run's servers now", keys.map(([label, key]) => ({ label, values: [sum(after, key)] })),
+    [{ name: "now", class: "bar-now" }], "exposure-chart");
+  figure.append(h("p", { class: "hint" }, "Before: not known here. The run was started outside this browser, and the API keeps only each server's latest scan."));
+  return figure;
+}
+
+export async function renderRun(view, { id, can }) {
+  const operator = can("operator");
+  const [first, hasEvents, hasRetry] = await Promise.all([
+    guarded(() => api(`/runs/${id}`)),
+    serves("GET", "/runs/{}/events"),
+    serves("POST", "/runs/{}/retry"),
+  ]);
+  view.append(h("p", { class: "crumbs" }, h("a", { href: "#/runs" }, "Runs"), " / ", h("span", { class: "mono" }, id)));
+  view.append(h("h1", {}, "Run ", h("span", { class: "mono" }, id)));
+  if (!first) return undefined;
+  const live = h("span", { class: "live", role: "status" });
+  const header = h("div", { class: "run-header" });
+  const body = h("div", { class: "run-body" });
+  const after = h("div", { class: "run-after" });
+  view.append(header, body, after);
+
+  let run = first;
+  let source = null;
+  let timer = null;
+  let pending = null;
+  let finishedShown = false;
+
+  async function act(promise, notice) {
+    const result = await guarded(() => promise());
+    if (result && notice) showBanner(notice(result), "notice");
+    await refresh();
+    return result;
+  }
+
+  function kbRow(server, kb) {
+    const retry = operator && hasRetry && kb.state === "Failed"
+      ? h("button", {
+        type: "button", class: "small",
+        onclick: async () => {
+          const exposure = await guarded(() => api(`/exposure/${server.instance_id}`));
+          const retried = await act(() => api(`/runs/${run.run_id}/retry`, { method: "POST", body: { instance_id: server.instance_id, kb: kb.kb } }));
+          if (!retried || !retried.run_id) return;
+          if (exposure) rememberBefore(retried.run_id, { [server.instance_id]: counts(exposure) });
+          window.location.hash = `#/runs/${retried.run_id}`;
+        },
+      }, `Retry ${kb.kb}`)
+      : null;
+    const last = kb.attempts.length ? kb.attempts[kb.attempts.length - 1] : null;
+    return h("tr", {},
+      h("th", { scope: "row" }, h("a", { href: `#/kb/${kb.kb}` }, kb.kb)),
+      h("td", {}, chip(kb.state)),
+      h("td", {}, kb.reason || (last && last.output_tail) || ""),
+      h("td", { class: "num" }, String(kb.attempts.length)),
+      h("td", {}, timeCell(kb.updated_at)),
+      operator ? h("td", {}, retry) : null);
+  }
+
+  function serverSection(server, terminal) {
+    const progress = progressOf(server.kbs);
+    const work = server.kbs.filter((kb) => !NO_WORK.has(kb.state));
+    const rest = server.kbs.filter((kb) => NO_WORK.has(kb.state));
+    const reboot = operator
+      ? h("button", {
+        type: "button", class: "secondary small",
+        onclick: () => act(() => api(`/instances/${server.instance_id}/reboot`, { method: "POST" }), () => `Reboot requested for ${server.name}.`),
+      }, `Reboot ${server.name}`)
+      : null;
+    const headers = ["KB", "State", "Detail", { label: "Attempts", class: "num" }, "Updated", ...(operator ? [""] : [])];
+    return h("section", { class: "server", "data-instance": server.instance_id },
+      h("div", { class: "server-head" },
+        h("h2", {}, server.name, " ", h("span", { class: "mono small" }, server.instance_id)),
+        chip(server.status), reboot),
+      h("p", { class: "small" }, `${server.product || "unknown product"} · build ${server.build_before || "?"} → ${server.build_after || "…"} · ${server.reboots} reboot(s)`, server.reason ? ` · ${server.reason}` : ""),
+      // No bar without work: a skipped (offline) server at "100%" would read as patched.
+      work.length ? progressBar(`Progress of ${server.name}`, progress, terminal, `progress-${server.instance_id}`) : null,
+      work.length
+        ? table(`KBs to install on ${server.name}, in install order`, headers, work.map((kb) => kbRow(server, kb)))
+        : h("p", { class: "muted" }, server.kbs.length || !server.reason ? "Nothing to install on this server." : `Not patched: ${server.reason}.`),
+      // KBs that needed no work (installed before, superseded, not offered) would bury the few that did.
+      rest.length
+        ? h("details", { class: "no-work" },
+          h("summary", {}, `${rest.length} KB(s) needing no work (${[...new Set(rest.map((kb) => kb.state))].join(", ")})`),
+          table(`KBs on ${server.name} that needed no work`, headers, rest.map((kb) => kbRow(server, kb))))
+        : null);
+  }
+
+  function render() {
+    const terminal = TERMINAL.has(run.status);
+    const all = progressOf(run.servers.flatMap((server) => server.kbs));
+    const cancel = operator && !terminal && run.status !== "Cancelling"
+      ? h("button", { type: "button", class: "danger", onclick: () => act(() => api(`/runs/${run.run_id}/cancel`, { method: "POST" }), (r) => `Run ${r.run_id}: ${r.status}.`) }, "Cancel run")
+      : null;
+    header.replaceChildren(
+      h("div", { class: "run-facts" },
+        chip(run.status), " ", live,
+        h("span", { class: "small" }, ` ${run.kind} run · created `, timeCell(run.created_at), run.started_at ? [" · started ", timeCell(run.started_at)] : ""),
+        cancel),
+      progressBar("Overall progress", all, terminal, "progress-overall"));
+    body.replaceChildren(
+      ...(run.servers.length ? run.servers.map((server) => serverSection(server, terminal)) : [h("p", { class: "muted", role: "status" }, "Scanning and planning the servers…")]));
+    if (terminal && !finishedShown) {
+      finishedShown = true;
+      after.replaceChildren(summary(run));
+      exposureChart(run).then((chart) => chart && after.append(chart));
+    } else if (terminal) {
+      after.firstChild.replaceWith(summary(run));
+    }
+  }
+
+  async function refresh() {
+    const next = await guarded(() => api(`/runs/${id}`));
+    if (next) {
+      run = next;
+      render();
+    }
+    if (TERMINAL.has(run.status)) stop(`Finished`);
+  }
+
+  function stop(text) {
+    if (source) source.abort();
+    if (timer) clearInterval(timer);
+    source = timer = null;
+    live.textContent = text;
+  }
+
+  function follow() {
+    source = new AbortController();
+    live.textContent = "Live";
+    streamEvents(`/runs/${id}/events`, (name) => {
+      if (name === "end") {
+        stop("Finished");
+        refresh();
+      } else {
+        scheduleRefresh();
+      }
+    }, source.signal)
+      .then(() => {
+        // The server closed the stream without "end" (a restart, a proxy's timeout): poll instead.
+        if (source && !TERMINAL.has(run.status)) poll("the live stream closed");
+      })
+      .catch(() => {
+        if (source && !TERMINAL.has(run.status)) poll("the live stream broke");
+      });
+  }
+
+  function poll(reason) {
+    if (source) source.abort();
+    source = null;
+    live.textContent = `Updating every ${POLL_MS / 1000} s${reason ? ` (${reason})` : ""}`;
+    if (!timer) timer = setInterval(refresh, POLL_MS);
+  }
+
+  function scheduleRefresh() {
+    // Transitions come in bursts (a KB and its server move together): one read per burst.
+    if (pending) return;
+    pending = setTimeout(async () => {
+      pending = null;
+      await refresh();
+    }, 250);
+  }
+
+  render();
+  if (TERMINAL.has(run.status)) {
+    live.textContent = "Finished";
+  } else if (hasEvents) {
+    follow();
+  } else {
+    poll("this server sends no live events");
+  }
+  return () => {
+    stop("");
+    if (pending) clearTimeout(pending);
+  };
+}

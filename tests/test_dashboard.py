@@ -1,0 +1,242 @@
+"""The dashboard in a real browser: Debian's headless Chromium driven by Playwright against ``autopatch serve``.
+
+The server runs as a subprocess on a free loopback port, on a copy of the session catalog and six
+simulated servers (seed 11, one offline) at a high time scale; the first KB of one server is made
+to fail once, so a run ends Failed and a retry from the run page succeeds. Each page is saved as a
+screenshot in the test's temporary folder (look at them when changing the dashboard).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from autopatch.access import create_token
+from autopatch.cli.context import load_settings
+from autopatch.fleet.simulator import FleetSimulator
+from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
+
+from .conftest import CVRF_XML, run_cli
+
+CHROMIUM = Path("/usr/bin/chromium")
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (.ci/run installs it)"),
+]
+INSTALL_FAILURE = -2147023293  # 0x80070643, the generic installer failure
+WAIT_MS = 20_000
+
+
+@dataclass
+class Server:
+    url: str
+    tokens: dict[str, str]
+    shots: Path
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def server(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    """``autopatch serve`` on the CLI's test environment, with one catalog month to "update" from a folder."""
+    catalog_dir = tmp_path / "msrc"
+    catalog_dir.mkdir()
+    shutil.copyfile(CVRF_XML / "2024-Jan.xml.gz", catalog_dir / "2024-Jan.xml.gz")
+    monkeypatch.setenv("AUTOPATCH_CATALOG_DIR", str(catalog_dir))
+    store = SqliteStore(env)
+    try:
+        tokens = {role: create_token(store, f"web-{role}", role)[1] for role in ("viewer", "operator", "admin")}
+    finally:
+        store.close()
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "autopatch"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    log = (tmp_path / "serve.log").open("w")
+    process = subprocess.Popen(command, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "autopatch serve did not answer within 20 s"
+            time.sleep(0.1)
+        shots = tmp_path / "screenshots"
+        shots.mkdir()
+        yield Server(url, tokens, shots, tmp_path / "serve.log")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        log.close()
+
+
+@pytest.fixture
+def page(server: Server) -> Iterator[Any]:
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
+        context.set_default_timeout(WAIT_MS)
+        yield context.new_page()
+        browser.close()
+
+
+def sign_in(page: Any, server: Server, token: str) -> None:
+    page.goto(f"{server.url}/")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def nav(page: Any, name: str) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=name).click()
+
+
+def shoot(page: Any, server: Server, name: str) -> None:
+    page.screenshot(path=str(server.shots / f"{name}.png"), full_page=True)
+    page.screenshot(path=str(server.shots / f"{name}-top.png"))  # what a person sees first
+
+
+def chart_values(page: Any, group: str) -> dict[str, int]:
+    bars = page.locator(f'[data-testid="exposure-chart"] rect[data-group="{group}"]')
+    return {bar.get_attribute("data-series"): int(bar.get_attribute("data-value")) for bar in bars.all()}
+
+
+def inject_first_kb_failure(capsys: pytest.CaptureFixture[str]) -> tuple[str, str, str]:
+    """The first planned KB of a server with work fails once: (instance id, its name, the KB)."""
+    code, out, _ = run_cli(capsys, "patch", "--all", "--dry-run", "--format", "json")
+    assert code == 0
+    target = next(row for row in json.loads(out) if row["kbs_in_order"])
+    settings = load_settings()
+    store = SqliteStore(Path(settings.db))
+    fleet = build_fleet(settings, store)
+    try:
+        assert isinstance(fleet, FleetSimulator)
+        fleet.inject_failure(target["instance_id"], target["kbs_in_order"][0], INSTALL_FAILURE, times=1)
+        fleet.close()
+    finally:
+        store.close()
+    return target["instance_id"], target["name"], target["kbs_in_order"][0]
+
+
+def test_an_admin_updates_the_catalog_patches_retries_and_sees_the_exposure_fall(
+    server: Server, page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expect = playwright_api.expect
+    instance_id, name, kb = inject_first_kb_failure(capsys)
+
+    sign_in(page, server, server.tokens["admin"])
+    expect(page.get_by_role("heading", name="Fleet")).to_be_visible()
+    expect(page.locator("table.fleet tbody tr")).to_have_count(6)
+    expect(page.get_by_test_id("fleet-severity-chart")).to_be_visible()
+    shoot(page, server, "1-fleet")
+
+    nav(page, "Catalog")
+    page.get_by_role("button", name="Update now").click()
+    expect(page.get_by_role("heading", name="Catalog update")).to_be_visible()
+    expect(page.locator(".job-status")).to_have_text("succeeded")
+    expect(page.get_by_role("table", name="Import summary: documents")).to_contain_text("2024-Jan.xml.gz")
+    shoot(page, server, "2-catalog")
+
+    nav(page, "CVEs")
+    expect(page.locator("table.cves tbody tr").first).to_be_visible()
+    page.get_by_label("Product").select_option("Windows Server 2022")
+    page.get_by_label("Severity").select_option("Critical")
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(re.compile("severity=Critical"))
+    expect(page.get_by_role("table", name="CVEs of Windows Server 2022, Critical")).to_be_visible()
+    shoot(page, server, "3-cves")
+    page.locator("table.cves a").first.click()
+    expect(page.get_by_role("heading", name="Supersedence")).to_be_visible()
+    shoot(page, server, "4-kb")
+
+    nav(page, "Fleet")
+    online = page.locator("table.fleet tbody tr", has=page.get_by_text("Online"))
+    page.get_by_label(f"Select {name}").check()
+    other = online.filter(has_not=page.get_by_text(name, exact=True)).first
+    other.get_by_role("checkbox").check()
+    page.get_by_role("button", name="Scan (2)").click()
+    target_row = page.locator("table.fleet tbody tr", has=page.get_by_text(name, exact=True))
+    expect(target_row).not_to_contain_text("never scanned")
+    expect(page.get_by_test_id("fleet-severity-chart").locator("rect").first).to_be_visible()
+    page.get_by_role("button", name="Plan (2)").click()
+    plan = page.get_by_role("table", name="The plan, per server, KBs in install order")
+    expect(plan.get_by_role("link", name=kb).first).to_be_visible()
+    shoot(page, server, "5-plan")
+    page.get_by_role("button", name="Start patch run (2)").click()
+    page.get_by_role("button", name="Patch 2 server(s)").click()
+
+    expect(page).to_have_url(re.compile("#/runs/p-"))
+    run_url = page.url
+    failed = page.locator(f'section.server[data-instance="{instance_id}"]')
+    expect(page.locator(".run-header .chip").first).to_have_text("✗ Failed")  # reached without a reload
+    expect(failed.get_by_role("button", name=f"Retry {kb}")).to_be_visible()
+    expect(page.get_by_role("heading", name="Summary")).to_be_visible()
+    expect(page.get_by_test_id("exposure-chart")).to_be_visible()
+    shoot(page, server, "6-run-failed")
+    assert page.url == run_url
+    assert f"GET /api/v1/runs/{run_url.rsplit('/', 1)[1]}/events" in server.log.read_text()  # live, not polled
+
+    failed.get_by_role("button", name=f"Retry {kb}").click()
+    expect(page).not_to_have_url(run_url)
+    expect(page.locator(".run-header .chip").first).to_have_text("✓ Succeeded")
+    expect(page.locator("#progress-overall")).to_have_attribute("value", "100")
+    expect(page.get_by_role("row", name=kb).get_by_text("Success")).to_be_visible()
+    expect(page.get_by_test_id("exposure-chart")).to_be_visible()
+    all_open = chart_values(page, "All open")
+    assert all_open["now"] < all_open["before"], all_open  # the retried KB closed CVEs on that server
+    shoot(page, server, "7-run-retried")
+
+    nav(page, "Runs")
+    expect(page.locator("tbody tr")).to_have_count(2)
+    shoot(page, server, "8-runs")
+
+
+def test_a_viewer_sees_no_controls_and_a_bad_token_is_refused(server: Server, page: Any) -> None:
+    expect = playwright_api.expect
+    sign_in(page, server, "ap_not-a-real-token")
+    expect(page.get_by_role("alert")).to_contain_text("not valid")
+    shoot(page, server, "0-bad-token")
+
+    page.get_by_label("API token").fill(server.tokens["viewer"])
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("table.fleet tbody tr")).to_have_count(6)
+    expect(page.get_by_text("web-viewer (viewer)")).to_be_visible()
+    assert page.get_by_role("button", name="Start patch run").count() == 0
+    assert page.get_by_role("button", name="Plan").count() == 0
+    assert page.get_by_role("checkbox").count() == 0
+    nav(page, "Catalog")
+    expect(page.get_by_role("heading", name="Catalog")).to_be_visible()
+    assert page.get_by_role("button", name="Update now").count() == 0
+    shoot(page, server, "9-viewer-catalog")
+
+    operator = {"Authorization": f"Bearer {server.tokens['operator']}"}
+    started = httpx.post(f"{server.url}/api/v1/runs", json={"all": True}, headers=operator, timeout=10)
+    assert started.status_code == 202, started.text
+    page.goto(f"{server.url}/#/runs/{started.json()['run_id']}")
+    expect(page.locator(".run-header .chip").first).to_have_text(re.compile("Succeeded|Failed"))
+    expect(page.locator("section.server").first).to_be_visible()
+    assert page.get_by_role("button", name=re.compile("Reboot|Retry|Cancel")).count() == 0
+    shoot(page, server, "10-viewer-run")
