@@ -15,6 +15,14 @@ from autopatch.catalog.ingest import import_paths
 from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 from autopatch.store.sqlite import SqliteStore
 
+
+@pytest.fixture(autouse=True)
+def _no_inherited_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests see only the settings they set: ``make`` exports AUTOPATCH_CATALOG_DIR for the demo."""
+    for name in [name for name in os.environ if name.startswith("AUTOPATCH_")]:
+        monkeypatch.delenv(name)
+
+
 MSRC_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "msrc"
 CVRF_XML = MSRC_DATA / "cvrf-xml"
 CVRF_JSON = MSRC_DATA / "cvrf-json"
