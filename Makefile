@@ -6,7 +6,7 @@ SHARED_CATALOG := ../shared/data/msrc/cvrf-xml
 export AUTOPATCH_CATALOG_DIR ?= $(if $(wildcard $(SHARED_CATALOG)),$(abspath $(SHARED_CATALOG)),)
 DEMO_DB ?= $(CURDIR)/demo/autopatch.db
 
-.PHONY: venv test lint typecheck unit demo bench clean
+.PHONY: venv test lint typecheck unit demo serve bench clean
 
 venv:
 	rm -rf $(VENV)
@@ -32,6 +32,10 @@ unit:
 demo: $(BIN)/autopatch
 	rm -rf $(dir $(DEMO_DB)) && mkdir -p $(dir $(DEMO_DB))
 	AUTOPATCH_DB=$(DEMO_DB) $(BIN)/autopatch demo
+
+# The API and dashboard on the demo database: http://127.0.0.1:8080/ (token printed by `make demo`).
+serve: $(BIN)/autopatch
+	AUTOPATCH_DB=$(DEMO_DB) $(BIN)/autopatch serve
 
 bench: $(BIN)/autopatch
 	$(BIN)/python benchmarks/catalog_ingest.py

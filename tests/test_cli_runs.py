@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from pathlib import Path
 
 import pytest
 
+from autopatch.access import authenticate
+from autopatch.domain.access import Role
 from autopatch.store.sqlite import SqliteStore
 
 from .conftest import run_cli as run
@@ -105,3 +108,8 @@ def test_the_demo_runs_offline_end_to_end(
     store = SqliteStore(tmp_path / "demo.db")
     [patch_run] = store.list_runs()
     assert store.counts()["documents"] == 2 and patch_run.status.is_terminal
+    # It ends with the way into the dashboard: an admin token that works, shown once.
+    match = re.search(r"\(shown once\):\s*(ap_[A-Za-z0-9_-]+)", out)
+    assert match is not None and "makeserve" in unwrapped and "http://127.0.0.1:8080/" in unwrapped
+    principal = authenticate(store, match.group(1))
+    assert principal is not None and principal.role is Role.ADMIN

@@ -8,29 +8,34 @@ exposure after, and the run's summary — every step the same function the CLI c
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import date
 
 import typer
 from rich.console import Console
 
+from autopatch.access import RESULT_OK, audit, create_token, revoke_token
 from autopatch.assessment import fleet_exposure
 from autopatch.catalog import queries
 from autopatch.catalog.ingest import ImportSummary, import_paths
+from autopatch.cli.access import cli_actor
 from autopatch.cli.catalog import print_import_summary
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.patch import live_view
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import print_exposure, short_product
+from autopatch.domain.access import Role
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.summary import ServerSummary
 from autopatch.engine.planning import plan_run, start_run, store_plan
 from autopatch.engine.report import build_summary, send_summary
 from autopatch.engine.runner import Engine, RunOptions
-from autopatch.errors import SourceUnavailableError, ValidationError
+from autopatch.errors import NotFoundError, SourceUnavailableError, ValidationError
 from autopatch.scanning import discover_instances, scan_instances
 from autopatch.wiring import SIMULATOR_POLL
 
+DEMO_TOKEN_NAME = "demo-admin"
 SERVER_PRODUCTS = (
     "Windows Server 2016",
     "Windows Server 2019",
@@ -128,6 +133,20 @@ def demo_command(ctx: typer.Context) -> None:
         f"Database: {context.settings.db}. Try: AUTOPATCH_DB={context.settings.db} .venv/bin/autopatch runs",
         markup=False,
     )
+    _print_dashboard_hint(context, out)
+
+
+def _print_dashboard_hint(context: CliContext, out: Console) -> None:
+    """A fresh admin token for the dashboard: shown once here, stored only as its digest."""
+    with suppress(NotFoundError):  # a demo run again on the same database replaces its token
+        revoke_token(context.store, DEMO_TOKEN_NAME)
+    record, token = create_token(context.store, DEMO_TOKEN_NAME, Role.ADMIN)
+    audit(context.store, cli_actor(), "token.create", record.name, RESULT_OK, "role admin (demo)")
+    out.print(
+        "Dashboard: run `make serve`, open http://127.0.0.1:8080/ and sign in with this admin token (shown once):",
+        markup=False,
+    )
+    out.print(token, markup=False, highlight=False, soft_wrap=True)  # never broken across lines: it is copied
 
 
 def _result(server: ServerSummary) -> str:
