@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from autopatch.domain.access import AuditEntry, Principal, Role
 from autopatch.domain.fleet import Instance, OfferedUpdate, ScanReport
 from autopatch.domain.patching import KbState, RunStatus
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
@@ -340,3 +341,38 @@ class StoreContract:
         assert (run.owner, run.lease_expires) == (None, None)
         assert not store.renew_lease("p-1", "host:1:a", LEASE + 90)
         assert store.claim_run("p-1", "host:2:b", LEASE + 30, now_epoch=LEASE)  # free at once
+
+    # Access: tokens by digest, and the audit log.
+
+    def test_a_token_acts_as_its_principal_until_it_is_revoked(self, store: Store) -> None:
+        created = datetime(2024, 2, 14, 9, 0, tzinfo=UTC)
+        record = store.create_token("ops", Role.OPERATOR, "d" * 64, created)
+        assert (record.name, record.role, record.revoked_at) == ("ops", Role.OPERATOR, None)
+        assert store.principal_for_digest("d" * 64, created) == Principal("ops", Role.OPERATOR)
+        assert store.principal_for_digest("e" * 64, created) is None
+        revoked = store.revoke_token("ops", created + timedelta(minutes=1))
+        assert revoked.revoked_at is not None
+        assert store.principal_for_digest("d" * 64, created + timedelta(minutes=2)) is None
+        with pytest.raises(NotFoundError):
+            store.revoke_token("ops", created + timedelta(minutes=3))
+
+    def test_a_live_token_name_is_unique_and_a_revoked_one_may_be_reused(self, store: Store) -> None:
+        at = datetime(2024, 2, 14, 9, 0, tzinfo=UTC)
+        store.create_token("ci", Role.VIEWER, "a" * 64, at)
+        with pytest.raises(ConflictError, match="ci"):
+            store.create_token("ci", Role.ADMIN, "b" * 64, at)
+        store.revoke_token("ci", at)
+        store.create_token("ci", Role.ADMIN, "c" * 64, at + timedelta(seconds=1))
+        assert store.principal_for_digest("c" * 64, at) == Principal("ci", Role.ADMIN)
+        assert [(t.name, t.role, t.revoked_at is None) for t in store.list_tokens()] == [
+            ("ci", Role.VIEWER, False),
+            ("ci", Role.ADMIN, True),
+        ]
+
+    def test_the_audit_log_pages_newest_first_with_its_total(self, store: Store) -> None:
+        start = datetime(2024, 2, 14, 9, 0, tzinfo=UTC)
+        for minute in range(5):
+            store.record_audit(AuditEntry(start + timedelta(minutes=minute), "ops", "run.create", f"p-{minute}", "ok"))
+        entries, total = store.list_audit(2, 1)
+        assert total == 5
+        assert [entry.target for entry in entries] == ["p-3", "p-2"]

@@ -193,10 +193,6 @@ class RunStore(RunLeaseStore, Protocol):
     def notifications(self, run_id: str) -> list[tuple[str, bool, str | None]]: ...
 
 
-class Store(CatalogStore, FleetStore, RunStore, Protocol):
-    """Everything at once, for code that plans, drives or reports across the three ports."""
-
-
 class AccessStore(Protocol):
     """API tokens (stored by digest, never in clear) and the audit log of mutating requests.
 
@@ -221,3 +217,7 @@ class AccessStore(Protocol):
 
     def list_audit(self, limit: int, offset: int) -> tuple[list[AuditEntry], int]:
         """A page of the audit log, newest first, and the total number of entries."""
+
+
+class Store(CatalogStore, FleetStore, RunStore, AccessStore, Protocol):
+    """Everything at once: what one adapter (SQLite, DynamoDB) provides, for code that spans the ports."""
