@@ -12,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from autopatch.catalog.ingest import import_paths
+from autopatch.cli.context import load_settings
 from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import build_fleet
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +175,17 @@ def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, s
     code = main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+@contextmanager
+def configured_simulator() -> Iterator[FleetSimulator]:
+    """The very fleet the CLI or the server drives (same settings, same state file), to look at or inject faults."""
+    settings = load_settings()
+    store = SqliteStore(settings.db)
+    fleet = build_fleet(settings, store)
+    assert isinstance(fleet, FleetSimulator)
+    try:
+        yield fleet
+    finally:
+        fleet.close()
+        store.close()

@@ -11,7 +11,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +24,10 @@ from autopatch.api.jobs import JobBoard
 from autopatch.cli.context import load_settings
 from autopatch.engine.planning import plan_run, start_run, store_plan
 from autopatch.errors import ConflictError
-from autopatch.fleet.simulator import FleetSimulator
 from autopatch.store.sqlite import SqliteStore
 from autopatch.wiring import build_fleet
 
+from .conftest import configured_simulator as simulator
 from .conftest import xml_path
 from .test_api import Api, error_of, make_tokens
 
@@ -41,20 +40,6 @@ def api(env: Path) -> Iterator[Api]:
     tokens = make_tokens(env)
     with TestClient(create_app(load_settings())) as client:
         yield Api(client, env, tokens)
-
-
-@contextmanager
-def simulator() -> Iterator[FleetSimulator]:
-    """The fleet the server drives (same settings, same state file)."""
-    settings = load_settings()
-    store = SqliteStore(settings.db)
-    fleet = build_fleet(settings, store)
-    assert isinstance(fleet, FleetSimulator)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-        store.close()
 
 
 def planned_target(api: Api) -> tuple[str, list[str]]:

@@ -8,38 +8,20 @@ import json
 import re
 import sqlite3
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from autopatch.cli.app import main
-from autopatch.cli.context import load_settings
 from autopatch.engine.planning import plan_run, start_run, store_plan
-from autopatch.fleet.simulator import FleetSimulator
 from autopatch.store.sqlite import SqliteStore
-from autopatch.wiring import build_fleet
 
+from .conftest import configured_simulator as simulator
 from .conftest import run_cli as run
 from .conftest import xml_path
 
 INSTALL_FAILURE = -2147023293  # 0x80070643
-
-
-@contextmanager
-def simulator() -> Iterator[FleetSimulator]:
-    """The very fleet the CLI drives (same settings, same state file), to look at or inject faults."""
-    settings = load_settings()
-    store = SqliteStore(settings.db)
-    fleet = build_fleet(settings, store)
-    assert isinstance(fleet, FleetSimulator)
-    try:
-        yield fleet
-    finally:
-        fleet.close()
-        store.close()
 
 
 def snapshot(db: Path) -> dict[str, int]:

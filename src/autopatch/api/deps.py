@@ -83,9 +83,7 @@ def current_principal(
         raise HTTPException(401, "missing token: send Authorization: Bearer <token>", headers=CHALLENGE)
     principal = authenticate(store, credentials.credentials)
     if principal is None:
-        raise HTTPException(
-            401, "invalid or revoked token", headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
-        )
+        raise HTTPException(401, "invalid or revoked token", headers=INVALID_TOKEN_CHALLENGE)
     return principal
 
 
