@@ -376,3 +376,39 @@ class StoreContract:
         entries, total = store.list_audit(2, 1)
         assert total == 5
         assert [entry.target for entry in entries] == ["p-3", "p-2"]
+
+    # --- change counters, settings, run exposure ------------------------------------------------
+
+    def test_the_fleet_revision_moves_with_every_discovery_and_scan(self, store: Store) -> None:
+        first = store.fleet_revision()
+        store.save_instances([instance(WEB, "web-1")], DISCOVERED)
+        discovered = store.fleet_revision()
+        store.save_scans([scan(WEB, "10.0.20348.2227", 1)])
+        scanned = store.fleet_revision()
+        assert first < discovered < scanned
+        store.latest_scans()
+        store.list_instances()
+        assert store.fleet_revision() == scanned  # reads move nothing
+
+    def test_settings_are_kept_replaced_and_forgotten(self, store: Store) -> None:
+        assert store.stored_settings() == {}
+        store.put_setting("notify", "console")
+        store.put_setting("http_retries", "6")
+        store.put_setting("notify", "webhook:https://hooks.example/x")
+        assert store.stored_settings() == {"http_retries": "6", "notify": "webhook:https://hooks.example/x"}
+        assert store.delete_setting("notify") is True
+        assert store.delete_setting("notify") is False
+        assert store.stored_settings() == {"http_retries": "6"}
+
+    def test_a_runs_exposure_is_kept_per_phase(self, store: Store) -> None:
+        create(store, "r-1")
+        assert store.run_exposure("r-1") == {}
+        store.save_run_exposure("r-1", "before", {"open_critical": 4, "open_important": 9, "servers_assessed": 2})
+        store.save_run_exposure("r-1", "after", {"open_critical": 0, "open_important": 1, "servers_assessed": 2})
+        store.save_run_exposure("r-1", "after", {"open_critical": 0, "open_important": 0, "servers_assessed": 2})
+        assert store.run_exposure("r-1") == {
+            "before": {"open_critical": 4, "open_important": 9, "servers_assessed": 2},
+            "after": {"open_critical": 0, "open_important": 0, "servers_assessed": 2},
+        }
+        with pytest.raises(NotFoundError, match="r-9"):
+            store.save_run_exposure("r-9", "before", {})

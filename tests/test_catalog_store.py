@@ -32,11 +32,15 @@ def test_store_uses_wal_and_records_the_schema_version(empty_store: SqliteStore)
 
 
 def test_reimporting_the_same_file_changes_nothing(empty_store: SqliteStore) -> None:
+    assert empty_store.catalog_revision() == 0
     first = import_paths(empty_store, [xml_path("2024-Jan")])
+    revision = empty_store.catalog_revision()
+    assert revision > 0  # what the API's cached fleet summary watches
     assert first.count("imported") == 1 and first.entries_added == first.totals["entries"] > 1000
     again = import_paths(empty_store, [xml_path("2024-Jan")])
     assert again.count("unchanged") == 1 and again.entries_added == 0
     assert again.totals == first.totals
+    assert empty_store.catalog_revision() == revision
     stored = empty_store.get_document("2024-Jan")
     assert stored is not None and stored.revision == "369" and stored.source_format == "cvrf-xml"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from autopatch.domain.polling import PollPolicy
 from autopatch.fleet.base import FleetAdapter
 from autopatch.settings import Settings
-from autopatch.store.base import CatalogStore
+from autopatch.store.base import CatalogStore, Store
 
 # Simulated servers answer in (scaled) seconds: poll them often.
 SIMULATOR_POLL = PollPolicy(first_delay=0.05, factor=1.5, max_delay=2.0, timeout=600.0)
@@ -42,3 +42,10 @@ def build_fleet(settings: Settings, store: CatalogStore) -> FleetAdapter:
 def fleet_poll(settings: Settings) -> PollPolicy | None:
     """The poll policy runs use on the configured fleet; None keeps the engine's default (real servers)."""
     return SIMULATOR_POLL if settings.fleet == "simulator" else None
+
+
+def open_store(settings: Settings) -> Store:
+    """The configured store (SQLite on ``settings.db``), for entry points that may hold several at once."""
+    from autopatch.store.sqlite import SqliteStore
+
+    return SqliteStore(settings.db)

@@ -20,13 +20,14 @@ from fastapi.staticfiles import StaticFiles
 
 from autopatch import __version__
 from autopatch.api import compat
-from autopatch.api.deps import FleetProvider
+from autopatch.api.deps import FleetProvider, StorePool
 from autopatch.api.errors import describe_failure, install_error_handlers
 from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
 from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
 from autopatch.api.run_worker import RunWorker
 from autopatch.settings import Settings
+from autopatch.wiring import open_store
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "dashboard"
 API_PREFIX = "/api/v1"
@@ -61,6 +62,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     runs submitted through the API are driven either way.
     """
     fleet = FleetProvider(settings)
+    stores = StorePool(lambda: open_store(settings))
     worker = RunWorker(settings, fleet=fleet)
 
     @asynccontextmanager
@@ -70,6 +72,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
         yield
         worker.shutdown()
         fleet.close()
+        stores.close()
 
     app = FastAPI(
         title="AutoPatch",
@@ -81,6 +84,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     )
     app.state.settings = settings
     app.state.fleet = fleet
+    app.state.stores = stores
     app.state.run_worker = worker
     app.state.jobs = JobBoard(describe_failure)
     install_error_handlers(app)

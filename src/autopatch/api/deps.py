@@ -9,9 +9,8 @@ one per app (the simulator's state file and SSM's clients are safe to share betw
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
@@ -23,7 +22,6 @@ from autopatch.domain.access import Principal, Role
 from autopatch.fleet.base import FleetAdapter
 from autopatch.settings import Settings
 from autopatch.store.base import AccessStore, Store
-from autopatch.store.sqlite import SqliteStore
 from autopatch.wiring import build_fleet
 
 BEARER = HTTPBearer(auto_error=False, description="an AutoPatch API token (`autopatch token create`)")
@@ -39,7 +37,7 @@ class FleetProvider:
         self._fleet: FleetAdapter | None = None
         self._lock = threading.Lock()
 
-    def get(self, store: SqliteStore) -> FleetAdapter:
+    def get(self, store: Store) -> FleetAdapter:
         with self._lock:
             if self._fleet is None:
                 self._fleet = build_fleet(self._settings, store)
@@ -57,15 +55,51 @@ def get_settings(request: Request) -> Settings:
     return settings
 
 
-def open_store(request: Request) -> Iterator[SqliteStore]:
-    store = SqliteStore(Path(get_settings(request).db))
+class StorePool:
+    """Open stores kept between requests: opening SQLite (connect, pragmas, schema check) costs more than a read.
+
+    A request holds one store from its authentication to its audit entry and then gives it back;
+    no two requests share one at the same time. Idle stores beyond ``keep`` are closed.
+    """
+
+    def __init__(self, opener: Callable[[], Store], keep: int = 16) -> None:
+        self._opener = opener
+        self._keep = keep
+        self._idle: list[Store] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def acquire(self) -> Store:
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return self._opener()
+
+    def release(self, store: Store) -> None:
+        with self._lock:
+            if not self._closed and len(self._idle) < self._keep:
+                self._idle.append(store)
+                return
+        store.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed, idle, self._idle = True, self._idle, []
+        for store in idle:
+            store.close()
+
+
+async def open_store(request: Request) -> AsyncIterator[Store]:
+    """The request's store, from the app's pool (async: no worker-thread hop just to hand it over)."""
+    pool: StorePool = request.app.state.stores
+    store = pool.acquire()
     try:
         yield store
     finally:
-        store.close()
+        pool.release(store)
 
 
-def get_fleet(request: Request, store: Annotated[SqliteStore, Depends(open_store)]) -> FleetAdapter:
+async def get_fleet(request: Request, store: Annotated[Store, Depends(open_store)]) -> FleetAdapter:
     provider: FleetProvider = request.app.state.fleet
     return provider.get(store)
 
@@ -75,7 +109,7 @@ AccessStoreDep = Annotated[AccessStore, Depends(open_store)]
 FleetDep = Annotated[FleetAdapter, Depends(get_fleet)]
 
 
-def current_principal(
+async def current_principal(
     store: AccessStoreDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]
 ) -> Principal:
     """Who sends the request: 401 (with a Bearer challenge) when the token is missing, unknown or revoked."""
@@ -91,10 +125,10 @@ def _forbidden(principal: Principal, needed: Role) -> HTTPException:
     return HTTPException(403, f"token {principal.name!r} has role {principal.role}: this needs {needed} or higher")
 
 
-def require(needed: Role) -> Callable[[Principal], Principal]:
+def require(needed: Role) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency that lets a request through only when its token's role allows ``needed`` (else 403)."""
 
-    def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+    async def dependency(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not principal.role.allows(needed):
             raise _forbidden(principal, needed)
         return principal

@@ -27,4 +27,4 @@ def serve_command(
 
     context: CliContext = ctx.obj
     context.console.print(f"AutoPatch API on http://{host}:{port}/api/v1 (docs: http://{host}:{port}/api/docs)")
-    uvicorn.run(create_app(context.settings), host=host, port=port, log_level="info")
+    uvicorn.run(create_app(context.settings), host=host, port=port, log_level="info", access_log=False)

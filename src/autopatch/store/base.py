@@ -75,6 +75,9 @@ class CatalogStore(Protocol):
     def counts(self) -> dict[str, int]:
         """Totals for summaries: documents, cves, products, kbs, entries."""
 
+    def catalog_revision(self) -> int:
+        """A counter that moves whenever a document is replaced (so a cached assessment can tell it is stale)."""
+
     def close(self) -> None: ...
 
 
@@ -111,6 +114,9 @@ class FleetStore(Protocol):
 
     def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
         """The newest scan of each instance (all instances, or the given ones)."""
+
+    def fleet_revision(self) -> int:
+        """A counter that moves whenever instances or scans are saved (in the same atomic write)."""
 
 
 class RunStore(RunLeaseStore, Protocol):
@@ -192,6 +198,12 @@ class RunStore(RunLeaseStore, Protocol):
 
     def notifications(self, run_id: str) -> list[tuple[str, bool, str | None]]: ...
 
+    def save_run_exposure(self, run_id: str, phase: str, counts: dict[str, Any]) -> None:
+        """Keep the run servers' open CVE counts at ``phase`` ("before", "after"); replaces that phase's counts."""
+
+    def run_exposure(self, run_id: str) -> dict[str, dict[str, Any]]:
+        """The counts kept per phase (none yet: an empty dict)."""
+
 
 class AccessStore(Protocol):
     """API tokens (stored by digest, never in clear) and the audit log of mutating requests.
@@ -219,5 +231,16 @@ class AccessStore(Protocol):
         """A page of the audit log, newest first, and the total number of entries."""
 
 
-class Store(CatalogStore, FleetStore, RunStore, AccessStore, Protocol):
+class SettingsStore(Protocol):
+    """Settings an admin overrides at run time: keys and checks belong to ``autopatch.admin_settings``."""
+
+    def stored_settings(self) -> dict[str, str]: ...
+
+    def put_setting(self, key: str, value: str) -> None: ...
+
+    def delete_setting(self, key: str) -> bool:
+        """Forget an override; False when there was none."""
+
+
+class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, Protocol):
     """Everything at once: what one adapter (SQLite, DynamoDB) provides, for code that spans the ports."""

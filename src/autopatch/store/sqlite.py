@@ -42,7 +42,9 @@ from autopatch.store.fleet_sqlite import (
     scan_from_row,
     scan_row,
 )
+from autopatch.store.revisions_sqlite import CATALOG, FLEET, REVISIONS_MIGRATION, RevisionTables, bump_revision
 from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUN_REBOOT_MIGRATION, RUNS_MIGRATION, RunTables
+from autopatch.store.settings_sqlite import SETTINGS_MIGRATION, SettingsTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -118,6 +120,7 @@ MIGRATIONS: tuple[str, ...] = (
     SCAN_BOOT_MIGRATION,
     RUN_REBOOT_MIGRATION,
     ACCESS_MIGRATION,
+    f"{REVISIONS_MIGRATION};{SETTINGS_MIGRATION}",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
@@ -157,7 +160,7 @@ def _placeholders(values: Collection[object]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore(RunTables, AccessTables):
+class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables):
     """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
 
     def __init__(self, path: str | Path) -> None:
@@ -339,6 +342,7 @@ class SqliteStore(RunTables, AccessTables):
             # One edge per (KB, older KB): an LCU repeats the same edge for every CVE and product.
             edges = {(fix.kb, old) for fix in document.fixes for old in fix.supersedes}
             db.executemany("INSERT INTO supersedence VALUES (?, ?, ?)", ((info.document_id, *edge) for edge in edges))
+            bump_revision(db, CATALOG)
         assert self._known_products is not None
         for product_id, name, family in changed_products:  # only once the transaction committed
             self._known_products[product_id] = (name, family or self._known_products.get(product_id, ("", None))[1])
@@ -518,6 +522,7 @@ class SqliteStore(RunTables, AccessTables):
                 "ELSE coalesce(instances.offline_since, excluded.offline_since) END",
                 (instance_row(instance, discovered_at) for instance in instances),
             )
+            bump_revision(db, FLEET)
 
     def list_instances(self) -> list[Instance]:
         rows = self._query(f"SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name, instance_id")
@@ -533,6 +538,7 @@ class SqliteStore(RunTables, AccessTables):
                 f"INSERT OR REPLACE INTO scans ({SCAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 map(scan_row, scans),
             )
+            bump_revision(db, FLEET)
 
     def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
         """The newest scan of each instance (all instances, or the given ones)."""
