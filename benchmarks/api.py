@@ -228,8 +228,12 @@ def patch_run(scratch: Path, catalog: Path, rate: float, seconds: float) -> None
                 if time.monotonic() > deadline or run.poll() is not None:
                     raise RuntimeError(f"the patch run did not start: see {scratch / 'patch.log'}")
                 time.sleep(0.2)
-            time.sleep(3.0)  # past the scan and the plan: installs are running
-            [current] = httpx.get(f"{base}/api/v1/runs", headers=headers).json()["items"]
+            while (current := httpx.get(f"{base}/api/v1/runs", headers=headers).json()["items"][0])[
+                "status"
+            ] != "Running":
+                if time.monotonic() > deadline or run.poll() is not None:  # past the scan and the plan: installs run
+                    raise RuntimeError(f"the patch run did not reach Running: see {scratch / 'patch.log'}")
+                time.sleep(0.2)
             detail = httpx.get(f"{base}/api/v1/runs/{current['run_id']}", headers=headers).json()
             target = detail["servers"][0]["instance_id"]
             print(

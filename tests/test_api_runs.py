@@ -97,6 +97,9 @@ def test_a_run_started_over_the_api_is_driven_by_the_server_and_collisions_are_4
     with simulator() as fleet:
         counts = fleet.install_counts
     assert all(counts.get((instance_id, kb), 0) >= 1 for kb in kbs)
+    before, after = view["exposure"]["before"], view["exposure"]["after"]  # stored by the run, not the browser
+    assert before["servers"] == after["servers"] == before["servers_assessed"] == after["servers_assessed"] == 1
+    assert before["open_total"] > after["open_total"] and after["open_critical"] <= before["open_critical"]
     entries = [e for e in api.audit() if e["action"] == "run.create"]
     assert len(entries) == 3  # the dry run, the run, the refused collision
     assert any(

@@ -70,7 +70,8 @@ def server(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterat
     finally:
         store.close()
     port = free_port()
-    command = [str(Path(sys.executable).parent / "autopatch"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    autopatch = str(Path(sys.executable).parent / "autopatch")
+    command = [autopatch, "serve", "--host", "127.0.0.1", "--port", str(port), "--access-log"]
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen(command, env=dict(os.environ), stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from autopatch.catalog.queries import document_month, resolve_products
@@ -274,11 +275,30 @@ def exposure_status(instance: Instance, scan: ScanReport | None, identified: str
     return None
 
 
+@dataclass
+class AssessmentMemo:
+    """Product catalogs and per-(product, facts) summaries kept across calls while the catalog stays the same.
+
+    Only valid for one catalog revision: ``FleetExposureCache`` drops it when the catalog moves.
+    ``previous`` holds the summaries of the last call: those still used move over, the rest are
+    dropped with it, so the memo never outgrows the fleet's distinct patch levels.
+    """
+
+    catalogs: dict[str, ProductCatalog] = field(default_factory=dict)
+    summaries: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
+    previous: dict[tuple[Any, ...], dict[str, Any] | None] = field(default_factory=dict)
+
+    def next_call(self) -> AssessmentMemo:
+        """The memo for the next call under the same catalog: catalogs kept, summaries offered for reuse."""
+        return AssessmentMemo(self.catalogs, previous=dict(self.summaries))
+
+
 def fleet_exposure(
     store: Store,
     instance_ids: Collection[str] = (),
     severities: Collection[str] | None = None,
     with_cves: bool = False,
+    memo: AssessmentMemo | None = None,
 ) -> list[dict[str, Any]]:
     """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan).
 
@@ -291,9 +311,9 @@ def fleet_exposure(
 
     instances = resolve_targets(store, instance_ids)
     scans = store.latest_scans(list(instance_ids) if instance_ids else None)
-    catalogs: dict[str, ProductCatalog] = {}
-    summaries: dict[tuple[str, ServerFacts], dict[str, Any]] = {}
-    wanted = set(severities) if severities else None
+    memo = memo if memo is not None else AssessmentMemo()
+    catalogs, summaries = memo.catalogs, memo.summaries
+    wanted = frozenset(severities) if severities else None
     rows: list[dict[str, Any]] = []
     for instance in instances:
         scan = scans.get(instance.instance_id)
@@ -313,15 +333,29 @@ def fleet_exposure(
         if identity.product not in catalogs:
             catalogs[identity.product] = load_product_catalog(store, identity.product)
         facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
-        key = (identity.product, facts)
+        key = (identity.product, facts, wanted, with_cves)
         if key not in summaries:
-            summaries[key] = _summarise(catalogs[identity.product], facts, wanted, with_cves)
+            summaries[key] = memo.previous.pop(key, None) or _summarise(
+                catalogs[identity.product], facts, wanted, with_cves
+            )
         rows.append(row | summaries[key])
     return rows
 
 
+def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Totals over the servers whose exposure is known; servers not assessed are counted apart, never as zero."""
+    assessed = [row for row in rows if row["status"] == "assessed"]
+    return {
+        "servers": len(rows),
+        "servers_assessed": len(assessed),
+        "open_critical": sum(row["open_critical"] for row in assessed),
+        "open_important": sum(row["open_important"] for row in assessed),
+        "open_total": sum(row["open_total"] for row in assessed),
+    }
+
+
 def _summarise(
-    catalog: ProductCatalog, facts: ServerFacts, severities: set[str] | None, with_cves: bool
+    catalog: ProductCatalog, facts: ServerFacts, severities: frozenset[str] | None, with_cves: bool
 ) -> dict[str, Any]:
     counts = summarise(catalog, facts, frozenset(severities) if severities else None)
     offered = facts.offered or frozenset()

@@ -26,6 +26,7 @@ from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
 from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
 from autopatch.api.run_worker import RunWorker
+from autopatch.exposure_cache import FleetExposureCache
 from autopatch.settings import Settings
 from autopatch.wiring import open_store
 
@@ -85,6 +86,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     app.state.settings = settings
     app.state.fleet = fleet
     app.state.stores = stores
+    app.state.exposure = FleetExposureCache()
     app.state.run_worker = worker
     app.state.jobs = JobBoard(describe_failure)
     install_error_handlers(app)

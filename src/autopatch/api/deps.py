@@ -99,9 +99,14 @@ async def open_store(request: Request) -> AsyncIterator[Store]:
         pool.release(store)
 
 
-async def get_fleet(request: Request, store: Annotated[Store, Depends(open_store)]) -> FleetAdapter:
+def fleet_of(request: Request, store: Store) -> FleetAdapter:
+    """The app's fleet adapter; the first call builds it (the simulator reads the catalog): not on the event loop."""
     provider: FleetProvider = request.app.state.fleet
     return provider.get(store)
+
+
+def get_fleet(request: Request, store: Annotated[Store, Depends(open_store)]) -> FleetAdapter:
+    return fleet_of(request, store)
 
 
 StoreDep = Annotated[Store, Depends(open_store)]

@@ -115,6 +115,7 @@ class FleetExposure(BaseModel):
     items: list[ExposureRow]
     total: int
     totals: ExposureTotals = Field(description="over every server matched, not only this page")
+    computed_at: str = Field(description="when this summary was assessed (it is kept until a scan or an import)")
 
 
 class InstanceDetail(InstanceItem):

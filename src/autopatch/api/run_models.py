@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from autopatch.api.models import ExposureTotals
 from autopatch.domain.patching import RebootPolicy
 
 
@@ -71,6 +72,13 @@ class RunNotification(BaseModel):
     error: str | None
 
 
+class RunExposure(BaseModel):
+    """Open CVEs on the run's servers: from the plan's scans, and from a scan once the run is over."""
+
+    before: ExposureTotals | None
+    after: ExposureTotals | None
+
+
 class RunDetail(BaseModel):
     run_id: str
     kind: str
@@ -81,6 +89,7 @@ class RunDetail(BaseModel):
     finished_at: str | None
     options: dict[str, Any]
     notifications: list[RunNotification]
+    exposure: RunExposure
     servers: list[RunServerView]
 
 

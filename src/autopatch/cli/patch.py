@@ -167,7 +167,9 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
     if output is OutputFormat.csv:  # one row per (server, KB), its latest attempt inline
         render([_run_csv_row(view, server, kb) for server in view["servers"] for kb in server["kbs"]], output)
         return
-    Console().print(f"{view['run_id']} {view['kind']} {view['status']} {view['reason']}", markup=False)
+    console = Console()
+    console.print(f"{view['run_id']} {view['kind']} {view['status']} {view['reason']}", markup=False)
+    console.print(exposure_line(view["exposure"]), markup=False)
     rows = [
         {"server": s["name"], "kb": k["kb"], "state": k["state"], "tries": len(k["attempts"]), "reason": k["reason"]}
         for s in view["servers"]
@@ -175,6 +177,17 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
         if k["state"] not in ("Superseded", "Already Installed")
     ]
     render(rows, output, title="KBs (Superseded and Already Installed hidden; --format json shows all)")
+
+
+def exposure_line(exposure: dict[str, Any]) -> str:
+    """``open Critical/Important/all: 12/40/180 before → 0/2/31 after`` (``?`` where a phase is not stored yet)."""
+
+    def counts(totals: dict[str, Any] | None) -> str:
+        if totals is None:
+            return "?"
+        return f"{totals['open_critical']}/{totals['open_important']}/{totals['open_total']}"
+
+    return f"open Critical/Important/all: {counts(exposure['before'])} before → {counts(exposure['after'])} after"
 
 
 def _run_csv_row(view: dict[str, Any], server: dict[str, Any], kb: dict[str, Any]) -> dict[str, Any]:

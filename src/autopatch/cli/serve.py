@@ -1,9 +1,7 @@
 """``autopatch serve``: the HTTP API (``/api/v1``, docs at ``/api/docs``) on uvicorn.
 
-This slice serves reads, scans, reboots, cancels, tokens and the audit log. It does not yet drive
-patch runs in the server process (a worker pool holding run leases, resuming expired ones at
-start): runs are started and driven by ``autopatch patch`` / ``autopatch resume``, and the API
-sees them at once through the shared database.
+One process serves the API and the dashboard and drives the runs started through it (see
+``api/run_worker.py``); runs started by ``autopatch patch`` show up at once (the same database).
 """
 
 from __future__ import annotations
@@ -19,6 +17,9 @@ def serve_command(
     ctx: typer.Context,
     host: Annotated[str, typer.Option(help="address to listen on (0.0.0.0 for every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8080,
+    access_log: Annotated[
+        bool, typer.Option(help="log every request (costs ~10% of throughput; the audit log keeps every change)")
+    ] = False,
 ) -> None:
     """Serve the HTTP API until interrupted; every request but /api/v1/health needs a token."""
     import uvicorn
@@ -27,4 +28,4 @@ def serve_command(
 
     context: CliContext = ctx.obj
     context.console.print(f"AutoPatch API on http://{host}:{port}/api/v1 (docs: http://{host}:{port}/api/docs)")
-    uvicorn.run(create_app(context.settings), host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(create_app(context.settings), host=host, port=port, log_level="info", access_log=access_log)

@@ -27,6 +27,7 @@ from autopatch.domain.patching import KbState, RunStatus, install_order
 from autopatch.domain.product_catalog import ProductCatalog
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
 from autopatch.engine.ownership import LEASE_SECONDS, RunLease, new_owner_id
+from autopatch.engine.run_exposure import record_exposure_before
 from autopatch.errors import NotFoundError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.scanning import ProgressCallback, identify, scan_instances
@@ -188,6 +189,7 @@ def store_plan(store: Store, plan: RunPlan) -> str:
     else:
         store.save_plan(plan.run.run_id, plan.servers, plan.items)
     store.save_scans(plan.scans.values())
+    record_exposure_before(store, plan.run.run_id)
     return plan.run.run_id
 
 

@@ -73,6 +73,7 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     run = store.get_run(run_id)
     attempts = store.attempts(run_id)
     transitions = store.transitions(run_id)
+    exposure = store.run_exposure(run_id)
     return {
         "run_id": run.run_id,
         "kind": run.kind,
@@ -83,6 +84,8 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
         "finished_at": run.finished_at,
         "options": run.options,
         "notifications": [{"notifier": n, "ok": ok, "error": e} for n, ok, e in store.notifications(run_id)],
+        # Open CVEs on the run's servers when planned and after the final scan (None until then).
+        "exposure": {"before": exposure.get("before"), "after": exposure.get("after")},
         "servers": [
             {
                 "instance_id": server.instance_id,

@@ -13,6 +13,7 @@ state as it was (the run stays unfinished, for ``resume``), never turns an insta
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from autopatch.domain.patching import InstallVerdict, KbState, RebootPolicy, Run
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import Attempt, RunItem, RunServer
 from autopatch.engine.ownership import RunLease
+from autopatch.engine.run_exposure import record_exposure_after
 from autopatch.errors import (
     AutoPatchError,
     ConflictError,
@@ -39,6 +41,8 @@ from autopatch.errors import (
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_install_output, parse_scan_output
 from autopatch.store.base import Store, now
+
+log = logging.getLogger(__name__)
 
 EventCallback = Callable[[str, str, str, str], None]  # (instance_id, kb, state, detail)
 # The command never ran (or was stopped before it could do anything): sending again is safe.
@@ -138,7 +142,15 @@ class Engine:
             )
         if lease.lost.is_set():
             return self.store.get_run(run_id).status
+        self._measure_after(run_id, options)
         return self._finish(run_id, state)
+
+    def _measure_after(self, run_id: str, options: RunOptions) -> None:
+        """The final scan and the run's "after" exposure, stored before the run turns terminal (so readers see both)."""
+        try:
+            record_exposure_after(self.store, self.fleet, run_id, options.poll, self.sleep)
+        except AutoPatchError as exc:  # a measurement: it never decides how the run ended
+            log.warning("run %s: the exposure after the run was not measured: %s", run_id, exc)
 
     def _finish(self, run_id: str, state: _RunState) -> RunStatus:
         if self.store.get_run(run_id).status in (RunStatus.CANCELLING, RunStatus.CANCELLED):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from autopatch.api.deps import StoreDep, require
 from autopatch.api.models import ExposureRow, FleetExposure, Limit, Offset, page
@@ -12,25 +13,28 @@ from autopatch.assessment import fleet_exposure
 from autopatch.catalog.queries import parse_severities
 from autopatch.domain.access import Role
 from autopatch.domain.instance_ids import parse_instance_id
+from autopatch.exposure_cache import FleetExposureCache
 
 router = APIRouter(prefix="/exposure", tags=["exposure"], dependencies=[Depends(require(Role.VIEWER))])
 Severity = Annotated[str | None, Query(max_length=200, description="Critical,Important,… (default: all)")]
 
 
 @router.get("", response_model=FleetExposure)
-def fleet_summary(store: StoreDep, severity: Severity = None, limit: Limit = 100, offset: Offset = 0) -> dict[str, Any]:
-    """Every server's counts from its latest scan, and totals over the fleet (unknown servers count apart)."""
+async def fleet_summary(
+    request: Request, store: StoreDep, severity: Severity = None, limit: Limit = 100, offset: Offset = 0
+) -> dict[str, Any]:
+    """Every server's counts from its latest scan, and totals over the fleet (unknown servers count apart).
+
+    Answered from the process's kept summary while the catalog and the fleet are unchanged (two
+    one-row reads, on the event loop); a change is assessed once, on a worker thread, and requests
+    arriving meanwhile get the previous summary (``computed_at`` says from when) rather than a queue.
+    """
     severities = parse_severities([severity]) if severity is not None else None
-    rows = fleet_exposure(store, severities=severities)
-    assessed = [row for row in rows if row["status"] == "assessed"]
-    totals = {
-        "servers": len(rows),
-        "servers_assessed": len(assessed),
-        "open_critical": sum(row["open_critical"] for row in assessed),
-        "open_important": sum(row["open_important"] for row in assessed),
-        "open_total": sum(row["open_total"] for row in assessed),
-    }
-    return page(rows, limit, offset) | {"totals": totals}
+    cache: FleetExposureCache = request.app.state.exposure
+    summary = cache.cached(store, severities) or cache.latest(severities)
+    if summary is None:
+        summary = await run_in_threadpool(cache.compute, store, severities)
+    return page(summary.rows, limit, offset) | {"totals": summary.totals, "computed_at": summary.computed_at}
 
 
 @router.get("/{instance_id}", response_model=ExposureRow)

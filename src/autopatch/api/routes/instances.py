@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
-from autopatch.api.deps import AuditTrail, FleetDep, StoreDep, audited, require
+from autopatch.api.deps import AuditTrail, FleetDep, StoreDep, audited, fleet_of, require
 from autopatch.api.models import (
     InstanceDetail,
     InstanceItem,
@@ -21,7 +22,8 @@ from autopatch.api.models import (
 from autopatch.assessment import fleet_exposure
 from autopatch.domain.access import Role
 from autopatch.domain.instance_ids import parse_instance_id
-from autopatch.operations import fleet_rows, reboot_instance, require_known_instance, scan_fleet, server_status
+from autopatch.engine.report import instance_status
+from autopatch.operations import fleet_rows, reboot_instance, require_known_instance, scan_fleet
 
 router = APIRouter(prefix="/instances", tags=["instances"], dependencies=[Depends(require(Role.VIEWER))])
 
@@ -55,9 +57,18 @@ def _row(rows: list[dict[str, Any]], instance_id: str) -> dict[str, Any] | None:
 
 
 @router.get("/{instance_id}/status", response_model=InstanceStatus)
-def get_status(instance_id: str, fleet: FleetDep, store: StoreDep) -> dict[str, Any]:
-    """``autopatch status``: KBs done out of those that needed work, and each KB's latest state."""
-    return server_status(fleet, store, parse_instance_id(instance_id))
+async def get_status(instance_id: str, request: Request, store: StoreDep) -> dict[str, Any]:
+    """``autopatch status``: KBs done out of those that needed work, and each KB's latest state.
+
+    Polled by dashboards many times a second across a fleet, so it runs on the event loop: a few
+    indexed reads. Only a server never discovered sends the question to the fleet (a network call
+    on SSM), on a worker thread.
+    """
+    target = parse_instance_id(instance_id)
+    if store.get_instance(target) is None:
+        fleet = await run_in_threadpool(fleet_of, request, store)
+        await run_in_threadpool(require_known_instance, fleet, store, target)
+    return instance_status(store, target)
 
 
 @router.post("/{instance_id}/scan", response_model=ScanResult)

@@ -22,6 +22,6 @@ class Me(BaseModel):
 
 
 @router.get("/me", response_model=Me)
-def me(principal: Annotated[Principal, Depends(require(Role.VIEWER))]) -> Me:
+async def me(principal: Annotated[Principal, Depends(require(Role.VIEWER))]) -> Me:
     """The calling token's name and role (any valid token; 401 otherwise)."""
     return Me(name=principal.name, role=str(principal.role))
