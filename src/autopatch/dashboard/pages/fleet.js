@@ -6,10 +6,6 @@ import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } f
 
 const PAGE = 1000; // the API's largest page: one request covers fleets up to this size
 
-export function beforeKey(runId) {
-  return `autopatch.before.${runId}`;
-}
-
 function countCell(value, className) {
   if (value === null || value === undefined) return h("td", { class: "num muted", title: "not assessed" }, "unknown");
   return h("td", { class: `num ${value > 0 ? className : ""}` }, String(value));
@@ -176,7 +172,7 @@ export async function renderFleet(view, { can }) {
       output.replaceChildren();
       update();
     });
-    startButton.addEventListener("click", () => confirmStart(view, [...selected], instances.items, byId));
+    startButton.addEventListener("click", () => confirmStart(view, [...selected], instances.items));
     view.append(h("div", { class: "toolbar" }, count, scanButton, planButton, startButton, refresh));
   } else {
     view.append(h("div", { class: "toolbar" }, refresh));
@@ -185,26 +181,7 @@ export async function renderFleet(view, { can }) {
   update();
 }
 
-/** A server's open counts (null when it could not be assessed), as the before/after chart reads them. */
-export function counts(row) {
-  if (!row || row.status !== "assessed") return null;
-  return { critical: row.open_critical, important: row.open_important, total: row.open_total };
-}
-
-/**
- * Keep the open counts of a run's servers as they were when it started, for the run page's
- * before/after chart: the API keeps only each server's latest scan, so "before" is gone once the
- * run rescans them.
- */
-export function rememberBefore(runId, servers) {
-  try {
-    localStorage.setItem(beforeKey(runId), JSON.stringify({ at: new Date().toISOString(), servers }));
-  } catch {
-    showBanner("This browser could not keep the exposure before the run; the run page will show only the exposure now.", "notice");
-  }
-}
-
-function confirmStart(view, ids, servers, byId) {
+function confirmStart(view, ids, servers) {
   const names = servers.filter((s) => ids.includes(s.instance_id)).map((s) => s.name);
   const go = h("button", { type: "button" }, `Patch ${ids.length} server(s)`);
   const cancel = h("button", { type: "button", class: "secondary", autofocus: true }, "Cancel");
@@ -220,7 +197,6 @@ function confirmStart(view, ids, servers, byId) {
     const started = await guarded(() => api("/runs", { method: "POST", body: { instance_ids: ids } }));
     dialog.close();
     if (!started) return;
-    rememberBefore(started.run_id, Object.fromEntries(ids.map((id) => [id, counts(byId[id])])));
     window.location.hash = `#/runs/${started.run_id}`;
   });
   view.append(dialog);

@@ -5,7 +5,6 @@
 
 import { api, serves, streamEvents } from "../api.js";
 import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } from "../ui.js";
-import { beforeKey, counts, rememberBefore } from "./fleet.js";
 
 const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
 const NO_WORK = new Set(["Already Installed", "Superseded", "Not Available"]);
@@ -69,29 +68,21 @@ function summary(run) {
       h("div", {}, h("h3", {}, "KBs"), h("ul", { class: "counts" }, list(byKb)))));
 }
 
-async function exposureChart(run) {
-  const ids = run.servers.map((server) => server.instance_id);
-  const now = await guarded(() => api("/exposure", { params: { limit: 1000 } }));
-  if (!now) return null;
-  const after = Object.fromEntries(now.items.filter((row) => ids.includes(row.instance_id)).map((row) => [row.instance_id, counts(row)]));
-  let before = null;
-  try {
-    before = JSON.parse(localStorage.getItem(beforeKey(run.run_id)) || "null");
-  } catch {
-    before = null;
+function exposureChart(run) {
+  // Stored by the run itself: "before" from the scans it was planned on, "after" from its final scan.
+  const { before, after } = run.exposure || {};
+  const phases = [[before, { name: "before", class: "bar-before" }], [after, { name: "after", class: "bar-now" }]]
+    .filter(([totals]) => totals);
+  if (!phases.length) return null;
+  const keys = [["Critical", "open_critical"], ["Important", "open_important"], ["All open", "open_total"]];
+  const figure = barChart("Open CVEs on this run's servers: before and after the run",
+    keys.map(([label, key]) => ({ label, values: phases.map(([totals]) => totals[key]) })),
+    phases.map(([, series]) => series), "exposure-chart");
+  const unassessed = phases.map(([totals]) => totals.servers - totals.servers_assessed);
+  if (Math.max(...unassessed) > 0) {
+    figure.append(h("p", { class: "hint" }, "Servers offline or not scanned are not counted (their exposure is unknown, not zero)."));
   }
-  const sum = (table, key) => {
-    const values = ids.map((id) => table[id]).filter((value) => value);
-    return values.length ? values.reduce((total, value) => total + value[key], 0) : null;
-  };
-  const keys = [["Critical", "critical"], ["Important", "important"], ["All open", "total"]];
-  if (before) {
-    return barChart("Open CVEs on this run's servers: before the run and now", keys.map(([label, key]) => ({ label, values: [sum(before.servers, key), sum(after, key)] })),
-      [{ name: "before", class: "bar-before" }, { name: "now", class: "bar-now" }], "exposure-chart");
-  }
-  const figure = barChart("Open CVEs on this run's servers now", keys.map(([label, key]) => ({ label, values: [sum(after, key)] })),
-    [{ name: "now", class: "bar-now" }], "exposure-chart");
-  figure.append(h("p", { class: "hint" }, "Before: not known here. The run was started outside this browser, and the API keeps only each server's latest scan."));
+  if (!after) figure.append(h("p", { class: "hint" }, "After: measured by a final scan when the run ends."));
   return figure;
 }
 
@@ -129,10 +120,8 @@ export async function renderRun(view, { id, can }) {
       ? h("button", {
         type: "button", class: "small",
         onclick: async () => {
-          const exposure = await guarded(() => api(`/exposure/${server.instance_id}`));
           const retried = await act(() => api(`/runs/${run.run_id}/retry`, { method: "POST", body: { instance_id: server.instance_id, kb: kb.kb } }));
           if (!retried || !retried.run_id) return;
-          if (exposure) rememberBefore(retried.run_id, { [server.instance_id]: counts(exposure) });
           window.location.hash = `#/runs/${retried.run_id}`;
         },
       }, `Retry ${kb.kb}`)
@@ -193,7 +182,8 @@ export async function renderRun(view, { id, can }) {
     if (terminal && !finishedShown) {
       finishedShown = true;
       after.replaceChildren(summary(run));
-      exposureChart(run).then((chart) => chart && after.append(chart));
+      const chart = exposureChart(run);
+      if (chart) after.append(chart);
     } else if (terminal) {
       after.firstChild.replaceWith(summary(run));
     }
