@@ -1,8 +1,8 @@
 """The FastAPI app factory: routers under ``/api/v1``, error handlers, CORS, the fleet adapter's lifetime.
 
 Served: health, instances (list, one, status, scan, reboot), catalog queries and update jobs,
-exposure, runs (list, show, start, retry, cancel, dry-run plans, live events), tokens and the
-audit log, who a token is (``/me``), and the dashboard's static files at ``/``. Runs started
+exposure, runs (list, show, start, retry, cancel, dry-run plans, live events), tokens, the
+audit log and run-time settings, who a token is (``/me``), and the dashboard's static files at ``/``. Runs started
 here are driven in this process by ``RunWorker`` (a thread pool holding the runs' leases; at
 start it resumes runs whose lease expired); runs started with ``autopatch patch`` show up at
 once (the same database).
@@ -25,6 +25,7 @@ from autopatch.api.errors import describe_failure, install_error_handlers
 from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
 from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
+from autopatch.api.routes import settings as settings_routes
 from autopatch.api.run_worker import RunWorker
 from autopatch.exposure_cache import FleetExposureCache
 from autopatch.settings import Settings
@@ -91,7 +92,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     app.state.jobs = JobBoard(describe_failure)
     install_error_handlers(app)
     app.include_router(health_router(), prefix=API_PREFIX)
-    for module in (instances, exposure, catalog, runs, jobs, access, me):
+    for module in (instances, exposure, catalog, runs, jobs, access, settings_routes, me):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(compat.router, responses=ERROR_RESPONSES)  # the original's seven, at the root
     if settings.cors_origin_list:  # closed by default: no header at all, so browsers refuse cross-origin reads

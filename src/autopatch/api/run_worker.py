@@ -17,6 +17,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from autopatch.admin_settings import effective_settings
 from autopatch.api.deps import FleetProvider
 from autopatch.engine.driving import begin_patch, drive_run, plan_if_unplanned, plan_patch, prepare_retry
 from autopatch.engine.ownership import RunLease
@@ -122,7 +123,7 @@ class RunWorker:
                 plan_patch(store, fleet, run, request)
             else:
                 plan_if_unplanned(store, fleet, run)
-            notifiers = notifiers_from_settings(self._settings.notify)
+            notifiers = notifiers_from_settings(effective_settings(self._settings, store).notify)
             status, results = drive_run(store, fleet, run_id, lease, notifiers, fleet_poll(self._settings))
             log.info("run %s left %s", run_id, status)
             for result in results:

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from autopatch.cli import access, catalog, fleet, patch
+from autopatch.cli import access, admin, catalog, fleet, patch
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
 from autopatch.cli.exposure import assess_command
@@ -42,6 +42,7 @@ app.command("resume")(patch.resume_command)
 app.command("serve")(serve_command)
 app.add_typer(access.app, name="token")
 app.command("audit")(access.audit_command)
+app.add_typer(admin.app, name="settings")
 
 
 @app.callback()

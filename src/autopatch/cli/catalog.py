@@ -52,7 +52,7 @@ def import_command(
     """Import CVRF XML/JSON documents or SUG pages from files (offline, air-gapped)."""
     context = _context(ctx)
     with progress_bar(context.console, "Importing") as on_progress:
-        summary = import_paths(context.store, paths, on_progress, workers=context.settings.import_workers)
+        summary = import_paths(context.store, paths, on_progress, workers=context.effective_settings.import_workers)
     print_import_summary(context, summary, output)
 
 
@@ -74,7 +74,7 @@ def update_command(
     first = parse_month(since, "since") if since else first
     last = parse_month(until, "until") if until else last
     with progress_bar(context.console, "Fetching") as on_progress:
-        summary = fetch_months(context.store, context.settings, first, last, source, on_progress)
+        summary = fetch_months(context.store, context.effective_settings, first, last, source, on_progress)
     print_import_summary(context, summary, output)
 
 

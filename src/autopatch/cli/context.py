@@ -8,6 +8,7 @@ from pathlib import Path
 import pydantic
 from rich.console import Console
 
+from autopatch.admin_settings import effective_settings
 from autopatch.errors import ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.notify.base import Notifier
@@ -22,7 +23,8 @@ def load_settings(**overrides: object) -> Settings:
     try:
         settings = Settings()
         values = {key: value for key, value in overrides.items() if value is not None}
-        return Settings.model_validate({**settings.model_dump(), **values}) if values else settings
+        # Only what the environment and the flags set stays "set": stored settings fill the rest.
+        return Settings.model_validate({**settings.model_dump(exclude_unset=True), **values}) if values else settings
     except pydantic.ValidationError as exc:
         error = exc.errors()[0]
         name = "AUTOPATCH_" + str(error["loc"][0]).upper() if error["loc"] else "settings"
@@ -50,8 +52,13 @@ class CliContext:
         return self._fleet
 
     @property
+    def effective_settings(self) -> Settings:
+        """The settings with what an admin stored (``autopatch settings set``) where the environment is silent."""
+        return effective_settings(self.settings, self.store)
+
+    @property
     def notifiers(self) -> list[Notifier]:
-        return notifiers_from_settings(self.settings.notify)
+        return notifiers_from_settings(self.effective_settings.notify)
 
     def close(self) -> None:
         close_fleet = getattr(self._fleet, "close", None)

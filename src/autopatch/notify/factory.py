@@ -257,3 +257,8 @@ def _names_sender_and_recipients(query: str) -> bool:
         and bool(_recipients(values))
         and all(is_email_address(address) for address in addresses)
     )
+
+
+def masked_spec(spec: str) -> str:
+    """The whole setting as a person may see it (``settings show``, the API): passwords and webhook paths masked."""
+    return ",".join(_mask_secrets(entry) for entry in split_entries(spec))

@@ -8,17 +8,17 @@ are not held up while it imports.
 from __future__ import annotations
 
 from datetime import date
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from autopatch.admin_settings import effective_settings
 from autopatch.api.deps import AuditTrail, audited, get_settings, require
 from autopatch.api.jobs import JobAccepted, JobBoard, JobView
 from autopatch.catalog.ingest import ProgressCallback
 from autopatch.catalog.update import refresh_catalog
 from autopatch.domain.access import Role
-from autopatch.store.sqlite import SqliteStore
+from autopatch.wiring import open_store
 
 router = APIRouter(tags=["jobs"])
 
@@ -36,9 +36,9 @@ def update_catalog_job(
     settings = get_settings(request)
 
     def work(on_progress: ProgressCallback) -> dict[str, Any]:
-        store = SqliteStore(Path(settings.db))
+        store = open_store(settings)
         try:
-            return refresh_catalog(store, settings, date.today(), on_progress).as_dict()
+            return refresh_catalog(store, effective_settings(settings, store), date.today(), on_progress).as_dict()
         finally:
             store.close()
 
