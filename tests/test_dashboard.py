@@ -161,6 +161,17 @@ def test_an_admin_updates_the_catalog_patches_retries_and_sees_the_exposure_fall
     expect(page.get_by_role("table", name="Import summary: documents")).to_contain_text("2024-Jan.xml.gz")
     shoot(page, server, "2-catalog")
 
+    nav(page, "Settings")
+    retries = page.locator('tr[data-key="http_retries"]')
+    retries.get_by_label("New value of http_retries").fill("11")
+    retries.get_by_role("button", name="Save").click()
+    expect(page.get_by_role("alert")).to_contain_text("less than or equal to 10")  # the server's rule, shown
+    retries.get_by_label("New value of http_retries").fill("6")
+    retries.get_by_role("button", name="Save").click()
+    expect(page.locator('tr[data-key="http_retries"] td').nth(1)).to_have_text("stored")
+    expect(page.locator('tr[data-key="notify"]')).to_contain_text("set by AUTOPATCH_NOTIFY")  # the environment wins
+    shoot(page, server, "2-settings")
+
     nav(page, "CVEs")
     expect(page.locator("table.cves tbody tr").first).to_be_visible()
     page.get_by_label("Product").select_option("Windows Server 2022")
@@ -236,6 +247,7 @@ def test_a_viewer_sees_no_controls_and_a_bad_token_is_refused(server: Server, pa
     nav(page, "Catalog")
     expect(page.get_by_role("heading", name="Catalog")).to_be_visible()
     assert page.get_by_role("button", name="Update now").count() == 0
+    assert page.get_by_role("navigation", name="Main").get_by_role("link", name="Settings").count() == 0
     shoot(page, server, "9-viewer-catalog")
 
     operator = {"Authorization": f"Bearer {server.tokens['operator']}"}

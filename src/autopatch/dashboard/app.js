@@ -8,6 +8,7 @@ import { renderFleet } from "./pages/fleet.js";
 import { renderCves, renderKb } from "./pages/cves.js";
 import { renderRun, renderRuns } from "./pages/runs.js";
 import { renderCatalog } from "./pages/catalog.js";
+import { renderSettings } from "./pages/settings.js";
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
 const context = { name: null, role: null };
@@ -24,6 +25,7 @@ const ROUTES = [
   [/^#\/runs$/, "runs", renderRuns],
   [/^#\/runs\/([A-Za-z0-9-]+)$/, "runs", renderRun],
   [/^#\/catalog$/, "catalog", renderCatalog],
+  [/^#\/settings$/, "settings", renderSettings],
 ];
 
 let cleanup = null;
@@ -39,6 +41,7 @@ async function identify(token) {
   context.name = me.name;
   context.role = me.role;
   document.getElementById("who").textContent = `${me.name} (${me.role})`;
+  for (const link of document.querySelectorAll("#nav a[data-role]")) link.hidden = !can(link.dataset.role);
   document.getElementById("nav").hidden = false;
   document.getElementById("signout").hidden = false;
 }
