@@ -26,14 +26,14 @@ from autopatch.cli.patch import live_view
 from autopatch.cli.progress import progress_bar
 from autopatch.cli.views import print_exposure, short_product
 from autopatch.domain.access import Role
-from autopatch.domain.polling import PollPolicy
 from autopatch.domain.summary import ServerSummary
-from autopatch.engine.planning import plan_run, start_run, store_plan
-from autopatch.engine.report import build_summary, send_summary
-from autopatch.engine.runner import Engine, RunOptions
+from autopatch.engine.driving import begin_patch, drive_run, plan_patch
+from autopatch.engine.report import build_summary
+from autopatch.engine.runner import RunOptions
 from autopatch.errors import NotFoundError, SourceUnavailableError, ValidationError
+from autopatch.operations import PatchRequest
 from autopatch.scanning import discover_instances, scan_instances
-from autopatch.wiring import SIMULATOR_POLL
+from autopatch.wiring import fleet_poll
 
 DEMO_TOKEN_NAME = "demo-admin"
 SERVER_PRODUCTS = (
@@ -92,17 +92,18 @@ def demo_command(ctx: typer.Context) -> None:
     before = _print_exposure(context, out)
 
     out.rule("4. Patch run (one KB at a time per server, 8 servers at once, reboot if required)")
-    options = RunOptions(concurrency=8, poll=SIMULATOR_POLL if context.settings.fleet == "simulator" else PollPolicy())
-    run, lease = start_run(context.store, "patch", instances, options.as_dict())
+    options = RunOptions(concurrency=8)
+    request = PatchRequest(instances, instances, kbs=[], minimum_severity=None, options=options.as_dict())
+    run, lease = begin_patch(context.store, request)
+    run_id = run.run_id
     with lease:
         with progress_bar(context.console, "Planning") as on_progress:
-            plan = plan_run(
-                context.store, context.fleet, instances, options=options.as_dict(), on_progress=on_progress, run=run
-            )
-        run_id = store_plan(context.store, plan)
+            plan = plan_patch(context.store, context.fleet, run, request, on_progress)
+        notifiers = [n for n in context.notifiers if n.name != "console"]  # the table below is the console's summary
         with live_view(context.console, plan) as on_event:
-            status = Engine(context.store, context.fleet, on_event=on_event).execute(run_id, options, lease)
-    send_summary(context.store, run_id, [n for n in context.notifiers if n.name != "console"])
+            status, _ = drive_run(
+                context.store, context.fleet, run_id, lease, notifiers, fleet_poll(context.settings), on_event
+            )
     run_summary = build_summary(context.store, run_id)
     render(
         [
