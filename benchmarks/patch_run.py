@@ -27,8 +27,9 @@ from _catalog import full_catalog
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
+from autopatch.engine.options import RunOptions
 from autopatch.engine.planning import RunPlan, new_run_id, store_plan
-from autopatch.engine.runner import Engine, RunOptions
+from autopatch.engine.runner import Engine
 from autopatch.fleet.simulator import FleetSimulator, SimulatorConfig
 from autopatch.fleet.simulator_model import load_ladders
 from autopatch.scanning import discover_instances, scan_instances

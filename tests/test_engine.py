@@ -5,9 +5,10 @@ from __future__ import annotations
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import RunItem
+from autopatch.engine.options import RunOptions
 from autopatch.engine.planning import RunPlan, plan_retry, plan_run, store_plan
 from autopatch.engine.report import build_summary, instance_status, run_view
-from autopatch.engine.runner import Engine, RunOptions
+from autopatch.engine.runner import Engine
 from autopatch.errors import TransientError
 from autopatch.fleet.simulator import FleetSimulator
 from autopatch.scanning import discover_instances

@@ -27,7 +27,7 @@ import pytest
 
 from autopatch.access import create_token
 from autopatch.cli.context import load_settings
-from autopatch.engine.runner import RunOptions
+from autopatch.engine.options import RunOptions
 from autopatch.fleet.simulator import FleetSimulator
 from autopatch.fleet.simulator_model import INSTALL_FAILURE_HRESULTS
 from autopatch.operations import plan_dry_run, prepare_patch

@@ -15,9 +15,9 @@ from autopatch.catalog.queries import parse_severities
 from autopatch.domain.exposure import severity_rank
 from autopatch.domain.fleet import Instance
 from autopatch.domain.patching import RunStatus
+from autopatch.engine.options import RunOptions
 from autopatch.engine.planning import RunPlan, check_kbs_known, plan_run
 from autopatch.engine.report import instance_status
-from autopatch.engine.runner import RunOptions
 from autopatch.errors import ConflictError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.scanning import (

@@ -27,7 +27,7 @@ from autopatch.catalog.update import default_months, refresh_catalog
 from autopatch.domain.access import Role
 from autopatch.domain.identifiers import Month, parse_kb, parse_month
 from autopatch.domain.instance_ids import parse_instance_id
-from autopatch.engine.runner import RunOptions
+from autopatch.engine.options import RunOptions
 from autopatch.errors import ConflictError, NotFoundError
 from autopatch.operations import fleet_rows, prepare_patch, reboot_instance, server_status
 from autopatch.store.base import Store

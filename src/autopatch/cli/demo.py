@@ -28,8 +28,8 @@ from autopatch.cli.views import print_exposure, short_product
 from autopatch.domain.access import Role
 from autopatch.domain.summary import ServerSummary
 from autopatch.engine.driving import begin_patch, drive_run, plan_patch
+from autopatch.engine.options import RunOptions
 from autopatch.engine.report import build_summary
-from autopatch.engine.runner import RunOptions
 from autopatch.errors import NotFoundError, SourceUnavailableError, ValidationError
 from autopatch.operations import PatchRequest
 from autopatch.scanning import discover_instances, scan_instances

@@ -23,10 +23,10 @@ from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
 from autopatch.engine.driving import begin_patch, drive_run, plan_if_unplanned, plan_patch, prepare_retry
+from autopatch.engine.options import EventCallback, RunOptions
 from autopatch.engine.ownership import RunLease
 from autopatch.engine.planning import RunPlan
 from autopatch.engine.report import build_summary, run_view
-from autopatch.engine.runner import EventCallback, RunOptions
 from autopatch.notify.render import render_text
 from autopatch.operations import (
     cancel_run,

@@ -16,6 +16,7 @@ from autopatch.domain.exposure import KbStatus, classify_kb
 from autopatch.domain.patching import RunStatus
 from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import RunRecord
+from autopatch.engine.options import EventCallback, RunOptions
 from autopatch.engine.ownership import RunLease, new_owner_id
 from autopatch.engine.planning import (
     RunPlan,
@@ -27,7 +28,7 @@ from autopatch.engine.planning import (
     store_plan,
 )
 from autopatch.engine.report import send_summary
-from autopatch.engine.runner import Engine, EventCallback, RunOptions
+from autopatch.engine.runner import Engine
 from autopatch.errors import ConflictError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.notify.base import DeliveryResult, Notifier

@@ -29,8 +29,8 @@ from autopatch.api.run_worker import RunWorker
 from autopatch.domain.access import Role
 from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
+from autopatch.engine.options import RunOptions
 from autopatch.engine.report import run_view
-from autopatch.engine.runner import RunOptions
 from autopatch.errors import ValidationError
 from autopatch.operations import cancel_run, plan_dry_run, plan_rows, prepare_patch, run_rows
 
