@@ -242,5 +242,19 @@ class SettingsStore(Protocol):
         """Forget an override; False when there was none."""
 
 
-class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, Protocol):
+class WaiterStore(Protocol):
+    """Task tokens of Step Functions tasks waiting for something (a command, a server) to end.
+
+    The waiting task stores its token under a key naming what it waits for (``command#<id>``);
+    whoever learns that it ended (the EventBridge handler) takes the token, once: a second take
+    of the same key finds nothing, so a duplicated event completes nothing twice.
+    """
+
+    def put_waiter(self, key: str, token: str) -> None: ...
+
+    def take_waiter(self, key: str) -> str | None:
+        """The token stored under ``key``, removed in the same atomic operation; None if none."""
+
+
+class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, WaiterStore, Protocol):
     """Everything at once: what one adapter (SQLite, DynamoDB) provides, for code that spans the ports."""

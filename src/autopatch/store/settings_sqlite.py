@@ -1,4 +1,4 @@
-"""SQLite tables for what administrators change at run time: settings overrides and runs' exposure snapshots.
+"""SQLite tables for settings overrides, runs' exposure snapshots and Step Functions waiters.
 
 Settings: one row per key an admin set (``autopatch settings set`` or ``PUT /api/v1/settings``);
 which keys exist and how their values are checked is ``autopatch.admin_settings``'s business, the
@@ -14,6 +14,13 @@ from typing import Any
 
 from autopatch.errors import NotFoundError
 
+WAITERS_MIGRATION = """
+    CREATE TABLE waiters (
+        key TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    ) WITHOUT ROWID
+"""
 SETTINGS_MIGRATION = """
     CREATE TABLE settings (
         key TEXT PRIMARY KEY,
@@ -56,6 +63,18 @@ class SettingsTables:
                 raise NotFoundError(f"run: {run_id!r} is not a known run")
             row = (run_id, phase, json.dumps(counts, sort_keys=True))
             db.execute("INSERT OR REPLACE INTO run_exposure VALUES (?, ?, ?)", row)
+
+    def put_waiter(self, key: str, token: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO waiters VALUES (?, ?, ?)",
+                (key, token, datetime.now(UTC).isoformat(timespec="seconds")),
+            )
+
+    def take_waiter(self, key: str) -> str | None:
+        with self._transaction() as db:
+            row = db.execute("DELETE FROM waiters WHERE key = ? RETURNING token", (key,)).fetchone()
+        return str(row[0]) if row else None
 
     def run_exposure(self, run_id: str) -> dict[str, dict[str, Any]]:
         rows = self._query("SELECT phase, counts FROM run_exposure WHERE run_id = ?", (run_id,))

@@ -44,7 +44,7 @@ from autopatch.store.fleet_sqlite import (
 )
 from autopatch.store.revisions_sqlite import CATALOG, FLEET, REVISIONS_MIGRATION, RevisionTables, bump_revision
 from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUN_REBOOT_MIGRATION, RUNS_MIGRATION, RunTables
-from autopatch.store.settings_sqlite import SETTINGS_MIGRATION, SettingsTables
+from autopatch.store.settings_sqlite import SETTINGS_MIGRATION, WAITERS_MIGRATION, SettingsTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -121,6 +121,7 @@ MIGRATIONS: tuple[str, ...] = (
     RUN_REBOOT_MIGRATION,
     ACCESS_MIGRATION,
     f"{REVISIONS_MIGRATION};{SETTINGS_MIGRATION}",
+    WAITERS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
