@@ -17,6 +17,11 @@
 | AUTOPATCH_SSM_OUTPUT_BUCKET | unset                           | S3 bucket for full command output        |
 | AUTOPATCH_SSM_CLOUDWATCH_OUTPUT | ``false``                   | full command output in CloudWatch Logs   |
 | AUTOPATCH_CORS_ORIGINS    | unset (CORS closed)               | browser origins the API answers, a,b,... |
+| AUTOPATCH_STORE           | ``sqlite``                        | ``sqlite`` (AUTOPATCH_DB) or ``dynamodb`` |
+| AUTOPATCH_CATALOG_TABLE   | ``autopatch-catalog``             | DynamoDB table of the catalog            |
+| AUTOPATCH_STATE_TABLE     | ``autopatch-state``               | DynamoDB table of fleet, runs, access    |
+| AUTOPATCH_STATE_MACHINE_ARN | unset (runs driven in-process)  | Step Functions fleet-run workflow        |
+| AUTOPATCH_RETRY_STATE_MACHINE_ARN | unset                     | Step Functions single-KB retry workflow  |
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_STATE_MACHINE_ARN = r"^arn:aws[a-z-]*:states:[a-z0-9-]+:\d{12}:stateMachine:[A-Za-z0-9_-]{1,80}$"
 
 
 class Settings(BaseSettings):
@@ -49,6 +56,12 @@ class Settings(BaseSettings):
     ssm_cloudwatch_output: bool = False
     # Browsers send credentials cross-origin only to origins listed here: closed unless configured.
     cors_origins: str = ""
+    # The AWS deployment: DynamoDB instead of SQLite, and runs driven by Step Functions.
+    store: str = Field(default="sqlite", pattern=r"^(sqlite|dynamodb)$")
+    catalog_table: str = Field(default="autopatch-catalog", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    state_table: str = Field(default="autopatch-state", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
+    state_machine_arn: str | None = Field(default=None, pattern=_STATE_MACHINE_ARN)
+    retry_state_machine_arn: str | None = Field(default=None, pattern=_STATE_MACHINE_ARN)
 
     @field_validator("cors_origins")
     @classmethod

@@ -45,7 +45,11 @@ def fleet_poll(settings: Settings) -> PollPolicy | None:
 
 
 def open_store(settings: Settings) -> Store:
-    """The configured store (SQLite on ``settings.db``), for entry points that may hold several at once."""
+    """The configured store: SQLite on ``settings.db``, or DynamoDB on the two tables of the AWS deployment."""
+    if settings.store == "dynamodb":
+        from autopatch.store.dynamodb import DynamoStore
+
+        return DynamoStore(settings.catalog_table, settings.state_table, region=settings.aws_region)
     from autopatch.store.sqlite import SqliteStore
 
     return SqliteStore(settings.db)

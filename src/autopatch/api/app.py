@@ -26,7 +26,7 @@ from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
 from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
 from autopatch.api.routes import settings as settings_routes
-from autopatch.api.run_worker import RunWorker
+from autopatch.api.run_worker import RunDriver, RunWorker
 from autopatch.exposure_cache import FleetExposureCache
 from autopatch.settings import Settings
 from autopatch.wiring import open_store
@@ -57,6 +57,23 @@ def health_router() -> APIRouter:
     return router
 
 
+def run_driver(settings: Settings, fleet: FleetProvider) -> RunDriver:
+    """Runs are driven here (``autopatch serve``) unless a Step Functions workflow is configured (AWS)."""
+    if settings.state_machine_arn is None:
+        return RunWorker(settings, fleet=fleet)
+    import boto3  # type: ignore[import-untyped, unused-ignore]
+
+    from autopatch.aws.run_starter import StepFunctionsRuns
+
+    return StepFunctionsRuns(
+        lambda: open_store(settings),
+        fleet.get,
+        settings.state_machine_arn,
+        settings.retry_state_machine_arn,
+        boto3.client("stepfunctions", region_name=settings.aws_region),
+    )
+
+
 def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     """The API for ``settings``: every request opens its own store on ``settings.db``.
 
@@ -65,7 +82,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     """
     fleet = FleetProvider(settings)
     stores = StorePool(lambda: open_store(settings))
-    worker = RunWorker(settings, fleet=fleet)
+    worker = run_driver(settings, fleet)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopatch.api.deps import AuditTrail, FleetDep, StoreDep, audited, require
-from autopatch.api.run_worker import RunWorker
+from autopatch.api.run_worker import RunDriver
 from autopatch.catalog import queries
 from autopatch.catalog.update import default_months, refresh_catalog
 from autopatch.domain.access import Role
@@ -80,9 +80,9 @@ def checked_ids(values: list[str], field: str = "instance_ids") -> list[str]:
     return list(dict.fromkeys(parse_instance_id(value, field) for value in values))
 
 
-def _run_worker(request: Request) -> RunWorker:
+def _run_worker(request: Request) -> RunDriver:
     """The app's worker pool, which drives runs started here exactly as those of ``POST /api/v1/runs``."""
-    worker: RunWorker = request.app.state.run_worker
+    worker: RunDriver = request.app.state.run_worker
     return worker
 
 

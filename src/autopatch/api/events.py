@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import anyio
 
 from autopatch.domain.runs import Transition
-from autopatch.store.sqlite import SqliteStore
+from autopatch.store.base import RunStore, Store
 
 POLL_SECONDS = 0.5
 KEEP_ALIVE_SECONDS = 15.0
@@ -43,7 +42,7 @@ def transition_event(transition: Transition, event_id: str) -> str:
     return format_event(json.dumps(data), event_id=event_id)
 
 
-def _new_transitions(store: SqliteStore, run_id: str, seen: dict[tuple[str, str], int]) -> tuple[list[str], bool]:
+def _new_transitions(store: RunStore, run_id: str, seen: dict[tuple[str, str], int]) -> tuple[list[str], bool]:
     """Events for the transitions not sent yet (the store keeps them in order per KB), and whether the run ended."""
     terminal = store.get_run(run_id).status.is_terminal  # read first: every transition before it is then stored
     fresh: list[tuple[str, Transition, str]] = []
@@ -58,9 +57,11 @@ def _new_transitions(store: SqliteStore, run_id: str, seen: dict[tuple[str, str]
     return [transition_event(t, event_id) for _, t, event_id in fresh], terminal
 
 
-async def run_events(db: Path, run_id: str, clock: Callable[[], float] = time.monotonic) -> AsyncIterator[str]:
+async def run_events(
+    open_store: Callable[[], Store], run_id: str, clock: Callable[[], float] = time.monotonic
+) -> AsyncIterator[str]:
     """The event stream of ``run_id`` (known to exist); store reads run on a worker thread."""
-    store = SqliteStore(db)
+    store = await anyio.to_thread.run_sync(open_store)
     seen: dict[tuple[str, str], int] = {}
     quiet_since = clock()
     try:

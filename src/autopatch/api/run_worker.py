@@ -15,7 +15,7 @@ import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
+from typing import Protocol
 
 from autopatch.admin_settings import effective_settings
 from autopatch.api.deps import FleetProvider
@@ -25,10 +25,23 @@ from autopatch.errors import StoreError
 from autopatch.notify.factory import notifiers_from_settings
 from autopatch.operations import PatchRequest
 from autopatch.settings import Settings
-from autopatch.store.sqlite import SqliteStore
-from autopatch.wiring import fleet_poll
+from autopatch.store.base import Store
+from autopatch.wiring import fleet_poll, open_store
 
 log = logging.getLogger(__name__)
+
+
+class RunDriver(Protocol):
+    """Who drives the runs the API starts: this process (``RunWorker``) or Step Functions (``StepFunctionsRuns``)."""
+
+    def start(self) -> None: ...
+
+    def shutdown(self) -> None: ...
+
+    def submit_patch(self, request: PatchRequest, actor: str) -> str:
+        """Claim the servers for a new run (``ConflictError`` naming a live run); its id, once it is on its way."""
+
+    def submit_retry(self, instance_id: str, kb: str, actor: str) -> str: ...
 
 
 class RunWorker:
@@ -40,11 +53,11 @@ class RunWorker:
         self._own_fleet = fleet is None
         self._pool = ThreadPoolExecutor(max_workers=max_runs, thread_name_prefix="run")
         self._lock = threading.Lock()
-        self._active: dict[str, tuple[RunLease, SqliteStore]] = {}
+        self._active: dict[str, tuple[RunLease, Store]] = {}
         self._closed = False
 
-    def _open(self) -> SqliteStore:
-        return SqliteStore(Path(self._settings.db))
+    def _open(self) -> Store:
+        return open_store(self._settings)
 
     def start(self) -> None:
         """Take over every unfinished run whose lease expired (or whose local owner died), like ``resume``."""
@@ -107,12 +120,12 @@ class RunWorker:
         if self._closed:
             raise StoreError("the server is shutting down: no new run is started")
 
-    def _submit(self, lease: RunLease, store: SqliteStore, request: PatchRequest | None) -> None:
+    def _submit(self, lease: RunLease, store: Store, request: PatchRequest | None) -> None:
         with self._lock:
             self._active[lease.run_id] = (lease, store)
         self._pool.submit(self._drive, lease, store, request)
 
-    def _drive(self, lease: RunLease, store: SqliteStore, request: PatchRequest | None) -> None:
+    def _drive(self, lease: RunLease, store: Store, request: PatchRequest | None) -> None:
         run_id = lease.run_id
         try:
             if self._closed:  # queued when shutdown began: left for the next start
@@ -136,7 +149,7 @@ class RunWorker:
                 self._active.pop(run_id, None)
             self._give_back(lease, store)
 
-    def _give_back(self, lease: RunLease, store: SqliteStore) -> None:
+    def _give_back(self, lease: RunLease, store: Store) -> None:
         """Release the lease (also when shutdown marked it lost to stop the engine) and close the run's store."""
         lease.release()
         if self._closed:

@@ -7,7 +7,6 @@ for a new run (409 naming a live run that holds one) and answers 202 at once, wh
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -25,7 +24,7 @@ from autopatch.api.run_models import (
     RunPlanView,
     RunRequest,
 )
-from autopatch.api.run_worker import RunWorker
+from autopatch.api.run_worker import RunDriver
 from autopatch.domain.access import Role
 from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
@@ -33,6 +32,7 @@ from autopatch.engine.options import RunOptions
 from autopatch.engine.report import run_view
 from autopatch.errors import ValidationError
 from autopatch.operations import cancel_run, plan_dry_run, plan_rows, prepare_patch, run_rows
+from autopatch.wiring import open_store
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require(Role.VIEWER))])
 
@@ -43,8 +43,8 @@ def list_runs(store: StoreDep, limit: Limit = 100, offset: Offset = 0) -> dict[s
     return {"items": run_rows(store, limit, offset), "total": store.count_runs()}
 
 
-def _worker(request: Request) -> RunWorker:
-    worker: RunWorker = request.app.state.run_worker
+def _worker(request: Request) -> RunDriver:
+    worker: RunDriver = request.app.state.run_worker
     return worker
 
 
@@ -138,6 +138,7 @@ def events(run_id: str, request: Request, store: StoreDep) -> StreamingResponse:
     come every 15 seconds while nothing happens; ``event: end`` carries the run's final status."""
     checked = parse_run_id(run_id, "run_id")
     store.get_run(checked)  # 404 before the stream starts
-    stream = run_events(Path(get_settings(request).db), checked)
+    settings = get_settings(request)
+    stream = run_events(lambda: open_store(settings), checked)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
