@@ -8,6 +8,7 @@ screenshot in the test's temporary folder (look at them when changing the dashbo
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -30,7 +31,7 @@ from autopatch.fleet.simulator import FleetSimulator
 from autopatch.store.sqlite import SqliteStore
 from autopatch.wiring import build_fleet
 
-from .conftest import CVRF_XML, run_cli
+from .conftest import CVRF_XML, configured_simulator, run_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -40,6 +41,10 @@ pytestmark = [
 ]
 INSTALL_FAILURE = -2147023293  # 0x80070643, the generic installer failure
 WAIT_MS = 20_000
+# The live-update tests' fleet: simulated time 500 times faster than real, and one install of 7000 simulated
+# seconds (under the 7200 s execution timeout), so the run is quiet for 14 s while it installs.
+SLOW_TIME_SCALE = 500
+SLOW_INSTALL_SECONDS = 7000
 
 
 @dataclass
@@ -258,3 +263,111 @@ def test_a_viewer_sees_no_controls_and_a_bad_token_is_refused(server: Server, pa
     expect(page.locator("section.server").first).to_be_visible()
     assert page.get_by_role("button", name=re.compile("Reboot|Retry|Cancel")).count() == 0
     shoot(page, server, "10-viewer-run")
+
+
+@pytest.fixture
+def slow_fleet(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A slower simulated fleet for the server and this process alike (requested before ``server``)."""
+    monkeypatch.setenv("AUTOPATCH_SIMULATOR_TIME_SCALE", str(SLOW_TIME_SCALE))
+
+
+def start_slow_run(server: Server, page: Any, capsys: pytest.CaptureFixture[str]) -> tuple[str, str, list[float]]:
+    """Sign in, start a one-KB run whose install is slow and open its page: (run id, KB, when the page read the run)."""
+    code, out, _ = run_cli(capsys, "patch", "--all", "--dry-run", "--format", "json")
+    assert code == 0
+    target = next(row for row in json.loads(out) if row["kbs_in_order"])
+    instance_id, kb = target["instance_id"], target["kbs_in_order"][0]
+    with configured_simulator() as fleet:
+        fleet.set_install_seconds(instance_id, SLOW_INSTALL_SECONDS)
+    sign_in(page, server, server.tokens["operator"])
+    playwright_api.expect(page.locator("table.fleet tbody tr")).to_have_count(6)
+
+    operator = {"Authorization": f"Bearer {server.tokens['operator']}"}
+    body = {"instance_ids": [instance_id], "kbs": [kb], "reboot": "never"}
+    started = httpx.post(f"{server.url}/api/v1/runs", json=body, headers=operator, timeout=10)
+    assert started.status_code == 202, started.text
+    run_id: str = started.json()["run_id"]
+    reads: list[float] = []  # the page's first read of the run, then one per event burst or poll
+
+    def on_request(request: Any) -> None:
+        if request.method == "GET" and request.url == f"{server.url}/api/v1/runs/{run_id}":
+            reads.append(time.monotonic())
+
+    page.on("request", on_request)
+    page.goto(f"{server.url}/#/runs/{run_id}")
+    return run_id, kb, reads
+
+
+def expect_finished(page: Any, kb: str) -> None:
+    """The run's final state on the page, reached without a reload: status, progress, KB row, summary, chart."""
+    expect = playwright_api.expect
+    expect(page.locator(".run-header .chip").first).to_have_text("✓ Succeeded", timeout=WAIT_MS)
+    expect(page.locator("#progress-overall")).to_have_attribute("value", "100")
+    expect(page.get_by_role("row", name=kb).get_by_text("Success")).to_be_visible()
+    expect(page.get_by_role("heading", name="Summary")).to_be_visible()
+    expect(page.get_by_test_id("exposure-chart")).to_be_visible()
+    expect(page.locator(".run-header .live")).to_have_text("Finished")
+    expect(page.locator(".live-note")).to_be_hidden()
+
+
+@pytest.mark.parametrize("gateway", ["held", "504"])
+def test_the_run_page_polls_with_backoff_when_events_cannot_stream(
+    slow_fleet: None, server: Server, page: Any, capsys: pytest.CaptureFixture[str], gateway: str
+) -> None:
+    """As behind API Gateway and a Lambda: the events route answers nothing until the run ends ("held": the
+    body is buffered, the page gives up waiting after 5 s) or a gateway error ("504"). The page polls the run."""
+    expect = playwright_api.expect
+    held: list[Any] = []
+
+    def events_route(route: Any) -> None:
+        if gateway == "held":
+            held.append(route)  # never answered while the run lasts, as a buffering gateway does
+        else:
+            route.fulfill(status=504, content_type="application/json", body='{"message": "Endpoint request timed out"}')
+
+    page.route("**/api/v1/runs/*/events", events_route)
+    run_id, kb, reads = start_slow_run(server, page, capsys)
+    note = page.locator(".live-note")
+    polled = re.compile(r"^Live updates every \d+ s \(streaming is not available through this API\)\.$")
+    expect(note).to_have_text(polled, timeout=WAIT_MS)  # at once (504), or after waiting 5 s for an answer
+    expect(page.locator(".run-header .live")).to_have_text("Polling")
+    expect(page.get_by_role("row", name=kb).get_by_text("InProgress")).to_be_visible()
+    expect(note).to_have_text(re.compile("every [2-9] s"))  # the quiet install: the interval grew
+    shoot(page, server, f"11-run-polled-{gateway}")
+
+    expect_finished(page, kb)
+    shoot(page, server, f"12-run-polled-done-{gateway}")
+    finished = len(reads)
+    page.wait_for_timeout(2500)  # more than the fast interval: polling has stopped
+    assert len(reads) == finished, "the page kept polling a finished run"
+
+    intervals = [round(later - earlier, 2) for earlier, later in itertools.pairwise(reads[1:])]
+    print(f"{gateway}: first poll {reads[1] - reads[0]:.2f} s after the first read, then intervals {intervals}")
+    assert len(reads) >= 5, reads  # the first read, then polls
+    assert min(intervals) >= 0.8, intervals
+    assert max(intervals) <= 13, intervals  # the cap (12 s) with some slack
+    grew = [later > 1.3 * earlier for earlier, later in itertools.pairwise(intervals)]
+    assert any(a and b for a, b in itertools.pairwise(grew)), f"no backoff in {intervals}"  # twice in a row
+    if gateway == "held":
+        assert held, "the page never asked for the events"
+        assert reads[1] - reads[0] >= 5, "polling started before the 5 s wait for the stream's answer"
+    assert f"/api/v1/runs/{run_id}/events" not in server.log.read_text()  # the route never reached the server
+
+
+def test_the_run_page_keeps_streaming_through_a_quiet_install(
+    slow_fleet: None, server: Server, page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where the events do stream, a run quiet for longer than the 5 s wait is followed by its stream, not polled."""
+    expect = playwright_api.expect
+    run_id, kb, reads = start_slow_run(server, page, capsys)
+    expect(page.get_by_role("row", name=kb).get_by_text("InProgress")).to_be_visible()
+    page.wait_for_timeout(1000)  # the bursts of the run's start are read
+    started = len(reads)
+    page.wait_for_timeout(6000)  # past the 5 s wait for the stream's answer, the install still under way
+    expect(page.get_by_role("row", name=kb).get_by_text("InProgress")).to_be_visible()
+    expect(page.locator(".run-header .live")).to_have_text("Live")
+    expect(page.locator(".live-note")).to_be_hidden()
+    assert len(reads) == started, reads  # 6 quiet seconds, no event, no read: nothing polled
+    expect_finished(page, kb)
+    print(f"stream: {started} read(s) at the start, {len(reads)} in all")
+    assert f"GET /api/v1/runs/{run_id}/events" in server.log.read_text()

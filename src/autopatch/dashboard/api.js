@@ -75,40 +75,90 @@ export async function api(path, { method = "GET", body, params, token } = {}) {
 }
 
 /**
+ * The events route answered, but not with a live stream: an error status, another content type, no
+ * answer within a few seconds (a gateway that buffers the whole body, as API Gateway does in front of
+ * a Lambda), or silence longer than the server's keep-alive. Polling is the way to follow the run then.
+ */
+export class StreamUnavailable extends ApiError {}
+
+/**
  * Follow a Server-Sent Events stream with the token in the Authorization header. EventSource
  * cannot send headers, and a token in the URL would land in access logs and browser history, so
  * the stream is read with fetch. ``onEvent(name, data)`` gets each event ("message" by default);
- * resolves when the stream ends, rejects (ApiError) when it cannot be opened or breaks.
+ * resolves when the stream ends, rejects with StreamUnavailable when the answer is no live stream
+ * (see above) and with ApiError when the server cannot be reached or the connection breaks.
+ * ``openMs``: how long to wait for the answer's headers (a streaming server sends them at once);
+ * ``idleMs``: how long the stream may be silent (the server sends a keep-alive every 15 s).
  */
-export async function streamEvents(path, onEvent, signal) {
-  const response = await fetch(new URL(apiBase() + path, window.location.href), {
-    headers: { Accept: "text/event-stream", Authorization: `Bearer ${session.token}` },
-    signal,
-  }).catch((exc) => {
-    throw new ApiError(0, `${path}: ${exc.name === "AbortError" ? "stopped" : "the server cannot be reached"}`);
-  });
-  if (!response.ok) throw await errorOf(response);
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value.replaceAll("\r\n", "\n");
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let name = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith(":")) continue; // keep-alive comment
-        const [field, ...rest] = line.split(":");
-        const text = rest.join(":").replace(/^ /, "");
-        if (field === "event") name = text;
-        else if (field === "data") data.push(text);
-      }
-      if (data.length || name !== "message") onEvent(name, data.join("\n"));
+export async function streamEvents(path, onEvent, signal, { openMs = 5000, idleMs = 25000 } = {}) {
+  const controller = new AbortController();
+  const stopped = () => controller.abort();
+  if (signal) signal.addEventListener("abort", stopped, { once: true });
+  let why = null; // set by a watchdog before it aborts the request
+  let timer = null;
+  const watch = (ms, reason) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => {
+      why = reason;
+      controller.abort();
+    }, ms);
+  };
+  const failure = (exc) => {
+    if (why) return new StreamUnavailable(0, `${path}: ${why}`);
+    return new ApiError(0, `${path}: ${exc.name === "AbortError" ? "stopped" : "the server cannot be reached"}`);
+  };
+  try {
+    watch(openMs, `no answer within ${openMs / 1000} s`);
+    let response;
+    try {
+      response = await fetch(new URL(apiBase() + path, window.location.href), {
+        headers: { Accept: "text/event-stream", Authorization: `Bearer ${session.token}` },
+        signal: controller.signal,
+      });
+    } catch (exc) {
+      throw failure(exc);
     }
+    clearTimeout(timer);
+    if (!response.ok) {
+      const error = await errorOf(response);
+      throw new StreamUnavailable(error.status, error.message, error.field);
+    }
+    const type = (response.headers.get("Content-Type") || "").split(";")[0].trim().toLowerCase();
+    if (type !== "text/event-stream") {
+      controller.abort();
+      throw new StreamUnavailable(response.status, `${path}: the answer is ${type || "untyped"}, not an event stream`);
+    }
+    const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = "";
+    for (;;) {
+      watch(idleMs, `nothing received for ${idleMs / 1000} s`);
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (exc) {
+        throw failure(exc);
+      }
+      if (chunk.done) return;
+      buffer += chunk.value.replaceAll("\r\n", "\n");
+      let cut;
+      while ((cut = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        let name = "message";
+        const data = [];
+        for (const line of block.split("\n")) {
+          if (line.startsWith(":")) continue; // keep-alive comment
+          const [field, ...rest] = line.split(":");
+          const text = rest.join(":").replace(/^ /, "");
+          if (field === "event") name = text;
+          else if (field === "data") data.push(text);
+        }
+        if (data.length || name !== "message") onEvent(name, data.join("\n"));
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    if (signal) signal.removeEventListener("abort", stopped);
   }
 }
 

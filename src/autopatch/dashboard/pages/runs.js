@@ -1,15 +1,23 @@
 // Runs: the history, and one run live — progress per server and per KB pushed by Server-Sent
-// Events read with fetch (polling every 2 s when the server has no events route or the stream
-// breaks; each event only triggers a read of the run, the one source of truth), retry a
-// failed KB, reboot a server, cancel; the summary and the exposure before/after once it is done.
+// Events read with fetch; each event only triggers a read of the run, the one source of truth.
+// Where the events cannot stream (API Gateway in front of a Lambda answers the whole body at the
+// end, or an error), the page polls that same read instead, backing off while nothing changes. It
+// retries a failed KB, reboots a server, cancels; the summary and the exposure once the run is done.
 
-import { api, serves, streamEvents } from "../api.js";
+import { api, serves, streamEvents, StreamUnavailable } from "../api.js";
 import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } from "../ui.js";
 
 const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
 const NO_WORK = new Set(["Already Installed", "Superseded", "Not Available"]);
 const FINISHED_KB = new Set(["Success", "Failed", "Cancelled"]);
-const POLL_MS = 2000;
+// Polling: the first read soon, then further apart while nothing changes, fast again when it does.
+const POLL_FIRST_MS = 1000;
+const POLL_FACTOR = 1.6;
+const POLL_MAX_MS = 12000;
+const NO_STREAM = "streaming is not available through this API";
+// Set once the events route proved it cannot stream here (before any event came through), so the
+// next run page polls at once instead of waiting for the same verdict again. Cleared by a reload.
+let streamingUnavailable = false;
 
 export async function renderRuns(view) {
   const runs = await guarded(() => api("/runs", { params: { limit: 200 } }));
@@ -97,14 +105,19 @@ export async function renderRun(view, { id, can }) {
   view.append(h("h1", {}, "Run ", h("span", { class: "mono" }, id)));
   if (!first) return undefined;
   const live = h("span", { class: "live", role: "status" });
+  const note = h("p", { class: "hint live-note", hidden: true });
   const header = h("div", { class: "run-header" });
   const body = h("div", { class: "run-body" });
   const after = h("div", { class: "run-after" });
   view.append(header, body, after);
 
   let run = first;
-  let source = null;
-  let timer = null;
+  let seen = JSON.stringify(first);
+  let mode = "stream"; // "stream", "poll" or "stopped" (finished, or the page was left)
+  let source = null; // the stream's AbortController
+  let timer = null; // the next poll
+  let delay = POLL_FIRST_MS;
+  let pollReason = "";
   let pending = null;
   let finishedShown = false;
 
@@ -112,6 +125,7 @@ export async function renderRun(view, { id, can }) {
     const result = await guarded(() => promise());
     if (result && notice) showBanner(notice(result), "notice");
     await refresh();
+    if (mode === "poll") schedulePoll(POLL_FIRST_MS); // an action starts changes: look again soon
     return result;
   }
 
@@ -176,6 +190,7 @@ export async function renderRun(view, { id, can }) {
         chip(run.status), " ", live,
         h("span", { class: "small" }, ` ${run.kind} run · created `, timeCell(run.created_at), run.started_at ? [" · started ", timeCell(run.started_at)] : ""),
         cancel),
+      note,
       progressBar("Overall progress", all, terminal, "progress-overall"));
     body.replaceChildren(
       ...(run.servers.length ? run.servers.map((server) => serverSection(server, terminal)) : [h("p", { class: "muted", role: "status" }, "Scanning and planning the servers…")]));
@@ -189,26 +204,38 @@ export async function renderRun(view, { id, can }) {
     }
   }
 
+  /** Read the run and render it if it changed; whether it changed. Stops following once it is terminal. */
   async function refresh() {
     const next = await guarded(() => api(`/runs/${id}`));
+    let changed = false;
     if (next) {
+      const text = JSON.stringify(next);
+      changed = text !== seen;
+      seen = text;
       run = next;
-      render();
+      // Unchanged: no new DOM, so an opened "no work" list and the focus stay as they are.
+      if (changed) render();
     }
-    if (TERMINAL.has(run.status)) stop(`Finished`);
+    if (TERMINAL.has(run.status)) stop("Finished");
+    return changed;
   }
 
   function stop(text) {
+    mode = "stopped";
     if (source) source.abort();
-    if (timer) clearInterval(timer);
+    clearTimeout(timer);
     source = timer = null;
     live.textContent = text;
+    note.hidden = true;
   }
 
   function follow() {
     source = new AbortController();
     live.textContent = "Live";
+    let events = 0;
+    const own = source;
     streamEvents(`/runs/${id}/events`, (name) => {
+      events += 1;
       if (name === "end") {
         stop("Finished");
         refresh();
@@ -217,19 +244,39 @@ export async function renderRun(view, { id, can }) {
       }
     }, source.signal)
       .then(() => {
-        // The server closed the stream without "end" (a restart, a proxy's timeout): poll instead.
-        if (source && !TERMINAL.has(run.status)) poll("the live stream closed");
+        // Closed without "end" (a restart, a proxy's timeout, a gateway's buffered body cut short).
+        if (source === own && !TERMINAL.has(run.status)) poll(events ? "the live stream closed" : NO_STREAM);
       })
-      .catch(() => {
-        if (source && !TERMINAL.has(run.status)) poll("the live stream broke");
+      .catch((exc) => {
+        if (source !== own || TERMINAL.has(run.status)) return; // left, or finished meanwhile
+        const unavailable = exc instanceof StreamUnavailable;
+        if (unavailable && events === 0) streamingUnavailable = true;
+        poll(unavailable ? NO_STREAM : "the live stream broke");
       });
   }
 
   function poll(reason) {
     if (source) source.abort();
     source = null;
-    live.textContent = `Updating every ${POLL_MS / 1000} s${reason ? ` (${reason})` : ""}`;
-    if (!timer) timer = setInterval(refresh, POLL_MS);
+    mode = "poll";
+    pollReason = reason;
+    live.textContent = "Polling";
+    schedulePoll(POLL_FIRST_MS);
+  }
+
+  function schedulePoll(ms) {
+    clearTimeout(timer);
+    delay = ms;
+    const seconds = Math.max(1, Math.round(delay / 1000));
+    note.textContent = `Live updates every ${seconds} s (${pollReason}).`;
+    note.hidden = false;
+    timer = setTimeout(async () => {
+      timer = null;
+      const changed = await refresh();
+      // Left, finished, or an action already scheduled the next read while this one was under way.
+      if (mode !== "poll" || timer) return;
+      schedulePoll(changed ? POLL_FIRST_MS : Math.min(POLL_MAX_MS, delay * POLL_FACTOR));
+    }, delay);
   }
 
   function scheduleRefresh() {
@@ -243,11 +290,13 @@ export async function renderRun(view, { id, can }) {
 
   render();
   if (TERMINAL.has(run.status)) {
-    live.textContent = "Finished";
-  } else if (hasEvents) {
-    follow();
-  } else {
+    stop("Finished");
+  } else if (!hasEvents) {
     poll("this server sends no live events");
+  } else if (streamingUnavailable) {
+    poll(NO_STREAM);
+  } else {
+    follow();
   }
   return () => {
     stop("");
