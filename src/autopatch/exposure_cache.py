@@ -10,8 +10,8 @@ per-(product, facts) summaries are reused: a scan of one server reassesses only 
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,11 +21,24 @@ from autopatch.store.base import Store
 
 @dataclass(frozen=True)
 class FleetSummary:
-    """Every server's exposure row (shared: callers must not change them), the fleet's totals, and when."""
+    """Every server's exposure row (shared: callers must not change them), the fleet's totals, and when.
+
+    ``rendered`` keeps pages already serialised (by whoever renders them: the API's JSON), so a
+    dashboard polling the same page costs a dictionary lookup, not a serialisation of 100 rows.
+    """
 
     rows: list[dict[str, Any]]
     totals: dict[str, int]
     computed_at: str
+    rendered: dict[tuple[Any, ...], bytes] = field(default_factory=dict, compare=False, repr=False)
+
+    def render(self, key: tuple[Any, ...], render: Callable[[], bytes], keep: int = 64) -> bytes:
+        """The page ``key`` as ``render`` makes it, made once while this summary holds."""
+        if (body := self.rendered.get(key)) is None:
+            body = render()
+            if len(self.rendered) < keep:
+                self.rendered[key] = body
+        return body
 
 
 class FleetExposureCache:

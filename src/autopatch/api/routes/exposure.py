@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from autopatch.api.deps import StoreDep, require
@@ -22,7 +22,7 @@ Severity = Annotated[str | None, Query(max_length=200, description="Critical,Imp
 @router.get("", response_model=FleetExposure)
 async def fleet_summary(
     request: Request, store: StoreDep, severity: Severity = None, limit: Limit = 100, offset: Offset = 0
-) -> dict[str, Any]:
+) -> Response:
     """Every server's counts from its latest scan, and totals over the fleet (unknown servers count apart).
 
     Answered from the process's kept summary while the catalog and the fleet are unchanged (two
@@ -34,7 +34,12 @@ async def fleet_summary(
     summary = cache.cached(store, severities) or cache.latest(severities)
     if summary is None:
         summary = await run_in_threadpool(cache.compute, store, severities)
-    return page(summary.rows, limit, offset) | {"totals": summary.totals, "computed_at": summary.computed_at}
+
+    def render() -> bytes:
+        body = page(summary.rows, limit, offset) | {"totals": summary.totals, "computed_at": summary.computed_at}
+        return FleetExposure.model_validate(body).model_dump_json().encode()
+
+    return Response(summary.render((limit, offset), render), media_type="application/json")
 
 
 @router.get("/{instance_id}", response_model=ExposureRow)
