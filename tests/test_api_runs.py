@@ -11,7 +11,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,32 +242,50 @@ def test_a_catalog_update_job_imports_the_configured_folder(
         assert entry["actor"] == "test-admin" and entry["target"] == job_id
 
 
-def test_a_second_job_of_a_kind_is_refused_while_one_runs_and_a_failure_is_one_line() -> None:
-    board = JobBoard(lambda exc: f"503 {exc}")
+def test_a_second_job_of_a_kind_is_refused_while_one_runs_and_a_failure_is_one_line(tmp_path: Path) -> None:
+    board = JobBoard(lambda: SqliteStore(tmp_path / "jobs.db"), lambda exc: f"503 {exc}")
     release = threading.Event()
+    progressed = threading.Event()
 
     def slow(on_progress: Any) -> dict[str, Any]:
         on_progress(1, 2, "first")
+        progressed.set()
         release.wait(10)
         return {"done": True}
 
     running = board.start("catalog.update", slow)
     with pytest.raises(ConflictError, match=running.job_id):
         board.start("catalog.update", slow)
-    assert running.view()["progress"] == {"done": 1, "total": 2}
+    assert progressed.wait(10)
+    assert board.get(running.job_id).view()["progress"] == {"done": 1, "total": 2}  # read back from the store
     release.set()
     deadline = time.monotonic() + DEADLINE
-    while running.view()["status"] == "running" and time.monotonic() < deadline:
+    while board.get(running.job_id).status == "running" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert running.view()["summary"] == {"done": True}
+    assert board.get(running.job_id).summary == {"done": True}
 
     def broken(on_progress: Any) -> dict[str, Any]:
         raise OSError("disk full")
 
     failed = board.start("catalog.update", broken)
-    while failed.view()["status"] == "running" and time.monotonic() < deadline:
+    while board.get(failed.job_id).status == "running" and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert failed.view()["status"] == "failed" and failed.view()["error"] == "503 disk full"
+    assert board.get(failed.job_id).status == "failed" and board.get(failed.job_id).error == "503 disk full"
+
+
+def test_a_job_whose_process_died_reads_as_failed_and_frees_its_kind(tmp_path: Path) -> None:
+    from autopatch.domain.jobs import STALE_AFTER
+
+    board = JobBoard(lambda: SqliteStore(tmp_path / "jobs.db"), str)
+    orphan = board.create("catalog.update")  # stored, but nothing runs it (its process was killed)
+    store = SqliteStore(tmp_path / "jobs.db")
+    try:
+        store.update_job(orphan.job_id, datetime.now(UTC) - STALE_AFTER - timedelta(minutes=1), done=5, total=126)
+    finally:
+        store.close()
+    seen = board.get(orphan.job_id)
+    assert seen.status == "failed" and "the process running it stopped" in (seen.error or "")
+    assert board.create("catalog.update").job_id != orphan.job_id  # no 409 for a dead job
 
 
 def test_a_quiet_stream_sends_keep_alive_comments(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:

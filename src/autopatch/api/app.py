@@ -106,7 +106,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     app.state.stores = stores
     app.state.exposure = FleetExposureCache()
     app.state.run_worker = worker
-    app.state.jobs = JobBoard(describe_failure)
+    app.state.jobs = JobBoard(lambda: open_store(settings), describe_failure)
     install_error_handlers(app)
     app.include_router(health_router(), prefix=API_PREFIX)
     for module in (instances, exposure, catalog, runs, jobs, access, settings_routes, me):

@@ -1,99 +1,89 @@
-"""Background jobs of the server (catalog updates), kept in this process's memory.
+"""Background jobs of the API (catalog updates), stored so that any process can follow them.
 
-A job is a thread with a progress counter and, once done, a summary or one line of error. Jobs
-are not stored: a restart forgets them, which costs nothing because a catalog update is
-idempotent (unchanged documents are skipped) and can simply be started again. One job of a kind
-runs at a time: a second request while one runs is refused with 409 naming it.
+A job is a record in the store (``JobStore``) and some work that writes its progress there: on a
+thread of ``autopatch serve``, or in another Lambda function in the AWS deployment, while the API
+answers ``GET /jobs/{id}`` from the store. One job of a kind runs at a time: a second request is
+refused with 409 naming it, unless the running one has gone silent (its process died; see
+``domain/jobs.py``), which then reads as failed.
 """
 
 from __future__ import annotations
 
-import re
 import threading
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from autopatch.errors import ConflictError, NotFoundError, ValidationError
+from autopatch.domain.jobs import FAILED, RUNNING, STALE_AFTER, SUCCEEDED, JobRecord, new_job_id, parse_job_id
+from autopatch.errors import NotFoundError, StoreError
+from autopatch.store.base import JobStore, Store
 
-JOB_ID = re.compile(r"j-[0-9a-f]{12}", re.ASCII)
 # Work receives a progress callback (done, total, label) and returns its summary.
 JobWork = Callable[[Callable[[int, int, str], None]], dict[str, Any]]
 
 
-@dataclass
-class Job:
-    job_id: str
-    kind: str
-    status: str = "running"  # running | succeeded | failed
-    done: int = 0
-    total: int = 0
-    summary: dict[str, Any] | None = None
-    error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def progress(self, done: int, total: int, _label: str = "") -> None:
-        with self.lock:
-            self.done, self.total = done, total
-
-    def view(self) -> dict[str, Any]:
-        with self.lock:
-            return {
-                "job_id": self.job_id,
-                "kind": self.kind,
-                "status": self.status,
-                "progress": {"done": self.done, "total": self.total},
-                "summary": self.summary,
-                "error": self.error,
-            }
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
-def parse_job_id(value: str, field_name: str = "job_id") -> str:
-    if not JOB_ID.fullmatch(value):
-        raise ValidationError(field_name, value, "a job id is j- and 12 hex digits, e.g. j-0123456789ab")
-    return value
+def run_job(store: JobStore, job_id: str, work: JobWork, describe_error: Callable[[BaseException], str]) -> None:
+    """Do the work of a stored job, writing its progress and its end (a summary, or one line of error)."""
+
+    def progress(done: int, total: int, _label: str = "") -> None:
+        store.update_job(job_id, _now(), done=done, total=total)
+
+    try:
+        summary = work(progress)
+    except Exception as exc:  # recorded on the job: its reader gets one line, never a traceback
+        store.update_job(job_id, _now(), status=FAILED, error=describe_error(exc))
+        return
+    store.update_job(job_id, _now(), status=SUCCEEDED, summary=summary)
 
 
 class JobBoard:
-    """The jobs this server process started, newest kept in memory (see the module docstring)."""
+    """Starts jobs (stored first, then launched) and reads them back from the store."""
 
-    def __init__(self, describe_error: Callable[[BaseException], str]) -> None:
+    def __init__(self, open_store: Callable[[], Store], describe_error: Callable[[BaseException], str]) -> None:
+        self._open_store = open_store
         self._describe_error = describe_error
-        self._jobs: dict[str, Job] = {}
-        self._lock = threading.Lock()
 
-    def start(self, kind: str, work: JobWork) -> Job:
-        """Run ``work`` on a thread as a new job; ``ConflictError`` while a job of this kind runs."""
-        with self._lock:
-            running = next((j for j in self._jobs.values() if j.kind == kind and j.status == "running"), None)
-            if running is not None:
-                raise ConflictError(
-                    f"job: {kind} job {running.job_id} is running; follow it at /api/v1/jobs/{running.job_id}"
-                )
-            job = Job(f"j-{uuid.uuid4().hex[:12]}", kind)
-            self._jobs[job.job_id] = job
-        threading.Thread(target=self._run, args=(job, work), name=f"job-{job.job_id}", daemon=True).start()
-        return job
-
-    def get(self, job_id: str) -> Job:
-        with self._lock:
-            job = self._jobs.get(parse_job_id(job_id))
-        if job is None:
-            raise NotFoundError(f"job_id: {job_id!r} is not a job of this server (jobs are forgotten at restart)")
-        return job
-
-    def _run(self, job: Job, work: JobWork) -> None:
+    def create(self, kind: str) -> JobRecord:
+        """A new running job of ``kind``, stored; ``ConflictError`` while another of the kind runs."""
+        now = _now()
+        job = JobRecord(new_job_id(), kind, RUNNING, now, now)
+        store = self._open_store()
         try:
-            summary = work(job.progress)
-        except Exception as exc:  # recorded on the job: its reader gets one line, never a traceback
-            with job.lock:
-                job.status, job.error = "failed", self._describe_error(exc)
-            return
-        with job.lock:
-            job.status, job.summary = "succeeded", summary
+            store.start_job(job, stale_before=now - STALE_AFTER)
+        finally:
+            store.close()
+        return job
+
+    def start(self, kind: str, work: JobWork) -> JobRecord:
+        """Create the job and do ``work`` on a thread of this process, with its own store connection."""
+        job = self.create(kind)
+        threading.Thread(target=self._run, args=(job.job_id, work), name=f"job-{job.job_id}", daemon=True).start()
+        return job
+
+    def get(self, job_id: str) -> JobRecord:
+        store = self._open_store()
+        try:
+            job = store.get_job(parse_job_id(job_id))
+        finally:
+            store.close()
+        if job is None:
+            raise NotFoundError(f"job_id: {job_id!r} is not a known job")
+        return job.as_of(_now())
+
+    def _run(self, job_id: str, work: JobWork) -> None:
+        store = self._open_store()
+        try:
+            run_job(store, job_id, work, self._describe_error)
+        except StoreError:  # the job cannot even record its end: it goes silent and reads as failed later
+            pass
+        finally:
+            store.close()
 
 
 class JobAccepted(BaseModel):
@@ -112,3 +102,5 @@ class JobView(BaseModel):
     progress: JobProgress
     summary: dict[str, Any] | None = Field(description="the import summary, as `catalog update --format json`")
     error: str | None
+    started_at: str
+    updated_at: str = Field(description="the last progress written: a running job silent for 10 min has failed")

@@ -26,6 +26,7 @@ from autopatch.domain.catalog import (
     StoredDocument,
 )
 from autopatch.domain.fleet import Instance, ScanReport
+from autopatch.domain.jobs import JobRecord
 from autopatch.domain.patching import KbState, RunStatus
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
 
@@ -256,5 +257,20 @@ class WaiterStore(Protocol):
         """The token stored under ``key``, removed in the same atomic operation; None if none."""
 
 
-class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, WaiterStore, Protocol):
+class JobStore(Protocol):
+    """Background jobs: one running job per kind; a job silent since ``stale_before`` no longer counts."""
+
+    def start_job(self, job: JobRecord, stale_before: datetime) -> None:
+        """Store a new running job; ``ConflictError`` naming the running one of the same kind, atomically."""
+
+    def update_job(self, job_id: str, at: datetime, **fields: Any) -> None:
+        """Set ``status``, ``done``, ``total``, ``summary`` or ``error``, and ``updated_at`` to ``at``.
+
+        ``NotFoundError`` for an unknown job.
+        """
+
+    def get_job(self, job_id: str) -> JobRecord | None: ...
+
+
+class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, WaiterStore, JobStore, Protocol):
     """Everything at once: what one adapter (SQLite, DynamoDB) provides, for code that spans the ports."""

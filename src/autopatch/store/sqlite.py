@@ -42,6 +42,7 @@ from autopatch.store.fleet_sqlite import (
     scan_from_row,
     scan_row,
 )
+from autopatch.store.jobs_sqlite import JOBS_MIGRATION, JobTables
 from autopatch.store.revisions_sqlite import CATALOG, FLEET, REVISIONS_MIGRATION, RevisionTables, bump_revision
 from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUN_REBOOT_MIGRATION, RUNS_MIGRATION, RunTables
 from autopatch.store.settings_sqlite import SETTINGS_MIGRATION, WAITERS_MIGRATION, SettingsTables
@@ -122,6 +123,7 @@ MIGRATIONS: tuple[str, ...] = (
     ACCESS_MIGRATION,
     f"{REVISIONS_MIGRATION};{SETTINGS_MIGRATION}",
     WAITERS_MIGRATION,
+    JOBS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
@@ -161,7 +163,7 @@ def _placeholders(values: Collection[object]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables):
+class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTables):
     """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
 
     def __init__(self, path: str | Path) -> None:
