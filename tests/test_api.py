@@ -19,6 +19,8 @@ from fastapi.testclient import TestClient
 from autopatch.access import create_token
 from autopatch.api.app import create_app
 from autopatch.cli.context import load_settings
+from autopatch.domain.patching import KbState
+from autopatch.domain.runs import RunItem
 from autopatch.engine.planning import start_run
 from autopatch.errors import ValidationError
 from autopatch.settings import Settings
@@ -375,3 +377,24 @@ def test_a_cors_origin_that_is_not_an_origin_is_refused(env: Path, value: str) -
 def test_serve_is_a_command_and_checks_its_port(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "serve", "--port", "0")
     assert code == 2 and "port" in err
+
+
+def test_a_kept_status_view_follows_every_kb_change_at_once(api: Api) -> None:
+    target = first(api.fleet(), online=True)
+    store = SqliteStore(api.db)  # another connection, as `autopatch patch` in another process would be
+    try:
+        [instance] = [i for i in store.list_instances() if i.instance_id == target]
+        run, _ = start_run(store, "patch", [instance], {})
+        status = f"/instances/{target}/status"
+        assert api.get(status).json()["kbs"] == []
+        assert api.get(status).json()["kbs"] == []  # kept: the same answer, served again
+        item = RunItem(run.run_id, target, "KB5034770", 0, KbState.PENDING, "Security Update", None, "Yes")
+        store.save_plan(run.run_id, store.run_servers(run.run_id), [item])
+        assert [k["state"] for k in api.get(status).json()["kbs"]] == ["Pending"]
+        store.transition_item(run.run_id, target, "KB5034770", KbState.IN_PROGRESS)
+        assert [k["state"] for k in api.get(status).json()["kbs"]] == ["InProgress"]
+        store.transition_item(run.run_id, target, "KB5034770", KbState.SUCCESS, "installed")
+        body = api.get(status).json()
+        assert [k["state"] for k in body["kbs"]] == ["Success"] and body["percentage"] == 100.0
+    finally:
+        store.close()

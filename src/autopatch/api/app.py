@@ -24,6 +24,7 @@ from autopatch.api.deps import FleetProvider, StorePool
 from autopatch.api.errors import describe_failure, install_error_handlers
 from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
+from autopatch.api.rendered import RenderedByRevision
 from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
 from autopatch.api.routes import settings as settings_routes
 from autopatch.api.run_worker import RunDriver, RunWorker
@@ -105,6 +106,7 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     app.state.fleet = fleet
     app.state.stores = stores
     app.state.exposure = FleetExposureCache()
+    app.state.status_views = RenderedByRevision()
     app.state.run_worker = worker
     app.state.jobs = JobBoard(lambda: open_store(settings), describe_failure)
     install_error_handlers(app)

@@ -175,6 +175,13 @@ class RunStore(RunLeaseStore, Protocol):
     def count_runs(self) -> int:
         """How many runs are stored: the total beside a page of ``list_runs``."""
 
+    def runs_revision(self) -> int:
+        """A counter that moves with every change of a run's KBs (created, planned, moved, cancelled).
+
+        Moved in the same write or right after it, never before: a reader that read it before the
+        data may hold a newer answer under an older number (and recompute once more), never the reverse.
+        """
+
     def run_holding(self, instance_id: str) -> str | None:
         """The unfinished run that still has work on this server, if any."""
 

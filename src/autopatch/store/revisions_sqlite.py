@@ -1,9 +1,10 @@
-"""Change counters of the catalog and the fleet, so readers can keep what they computed until one moves.
+"""Change counters of the catalog, the fleet and runs, so readers keep what they computed until one moves.
 
-The API's fleet summary costs seconds at 10,000 servers; two one-row reads tell it whether the
-summary it holds is still the truth. Every write that changes what exposure is computed from
-(a catalog document, discovery, a scan) bumps its counter in the same transaction, so a reader
-never sees new data under an old counter. Counters only grow; their values mean nothing else.
+The API's fleet summary costs seconds at 10,000 servers, and its status view is polled many
+times a second; one-row reads tell it whether what it holds is still the truth. Every write that
+changes what they are computed from (a catalog document, discovery, a scan, a run's KBs) bumps
+its counter in the same transaction, so a reader never sees new data under an old counter.
+Counters only grow; their values mean nothing else.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ REVISIONS_MIGRATION = """
 """
 CATALOG = "catalog"
 FLEET = "fleet"
+RUNS = "runs"
 
 
 def bump_revision(db: sqlite3.Connection, part: str) -> None:
@@ -43,3 +45,6 @@ class RevisionTables:
 
     def fleet_revision(self) -> int:
         return self._revision(FLEET)
+
+    def runs_revision(self) -> int:
+        return self._revision(RUNS)

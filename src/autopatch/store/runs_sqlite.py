@@ -26,6 +26,7 @@ from autopatch.domain.patching import (
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
 from autopatch.errors import ConflictError, NotFoundError, StateError
 from autopatch.store.base import now
+from autopatch.store.revisions_sqlite import RUNS, bump_revision
 
 RUNS_MIGRATION = """
     CREATE TABLE runs (
@@ -180,6 +181,7 @@ class RunTables:
         """
         stamp = now()
         with self._transaction() as db:
+            bump_revision(db, RUNS)  # the status view kept by the API watches it
             ids = [s.instance_id for s in servers]
             for start in range(0, len(ids), 500):
                 batch = ids[start : start + 500]
@@ -237,6 +239,7 @@ class RunTables:
         """Store the scanned plan of a run created unplanned (its servers claimed first), all or nothing."""
         stamp = now()
         with self._transaction() as db:
+            bump_revision(db, RUNS)  # the status view kept by the API watches it
             row = db.execute("SELECT status, planned FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"run: {run_id!r} is not a known run")
@@ -323,6 +326,7 @@ class RunTables:
         """
         stamp = now()
         with self._transaction() as db:
+            bump_revision(db, RUNS)  # the status view kept by the API watches it
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise NotFoundError(f"run: {run_id!r} is not a known run (see `autopatch runs`)")
@@ -369,6 +373,7 @@ class RunTables:
     ) -> None:
         """Move one KB to ``new`` if the state machine allows it, recording when and why."""
         with self._transaction() as db:
+            bump_revision(db, RUNS)  # the status view kept by the API watches it
             self._transition(db, run_id, instance_id, kb, new, reason, reboot_required, now())
 
     @staticmethod

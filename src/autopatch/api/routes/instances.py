@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from autopatch.api.deps import AuditTrail, FleetDep, StoreDep, audited, fleet_of, require
@@ -19,6 +19,7 @@ from autopatch.api.models import (
     ScanResult,
     page,
 )
+from autopatch.api.rendered import RenderedByRevision
 from autopatch.assessment import fleet_exposure
 from autopatch.domain.access import Role
 from autopatch.domain.instance_ids import parse_instance_id
@@ -57,18 +58,23 @@ def _row(rows: list[dict[str, Any]], instance_id: str) -> dict[str, Any] | None:
 
 
 @router.get("/{instance_id}/status", response_model=InstanceStatus)
-async def get_status(instance_id: str, request: Request, store: StoreDep) -> dict[str, Any]:
+async def get_status(instance_id: str, request: Request, store: StoreDep) -> Response:
     """``autopatch status``: KBs done out of those that needed work, and each KB's latest state.
 
-    Polled by dashboards many times a second across a fleet, so it runs on the event loop: a few
-    indexed reads. Only a server never discovered sends the question to the fleet (a network call
-    on SSM), on a worker thread.
+    Polled by dashboards many times a second across a fleet, so it runs on the event loop and is
+    kept serialised until a run's KBs change (``runs_revision``). Only a server never discovered
+    sends the question to the fleet (a network call on SSM), on a worker thread.
     """
     target = parse_instance_id(instance_id)
-    if store.get_instance(target) is None:
-        fleet = await run_in_threadpool(fleet_of, request, store)
-        await run_in_threadpool(require_known_instance, fleet, store, target)
-    return instance_status(store, target)
+    views: RenderedByRevision = request.app.state.status_views
+    revision = store.runs_revision()  # read before the data: a change meanwhile only costs a recompute
+    if (body := views.get(revision, target)) is None:
+        if store.get_instance(target) is None:
+            fleet = await run_in_threadpool(fleet_of, request, store)
+            await run_in_threadpool(require_known_instance, fleet, store, target)
+        body = InstanceStatus.model_validate(instance_status(store, target)).model_dump_json().encode()
+        views.put(revision, target, body)
+    return Response(body, media_type="application/json")
 
 
 @router.post("/{instance_id}/scan", response_model=ScanResult)
