@@ -9,16 +9,32 @@ adapter it talks to: only the ports' methods and the domain types are used, and 
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from functools import cache
 
 import pytest
 
+from autopatch.catalog.ingest import import_paths
 from autopatch.domain.access import AuditEntry, Principal, Role
+from autopatch.domain.catalog import (
+    AffectedProduct,
+    CatalogDocument,
+    DocumentInfo,
+    ImportCounts,
+    KbFix,
+    Product,
+    ProductSummary,
+    Vulnerability,
+    kb_article_url,
+)
 from autopatch.domain.fleet import Instance, OfferedUpdate, ScanReport
 from autopatch.domain.patching import KbState, RunStatus
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
 from autopatch.errors import ConflictError, NotFoundError, StateError
-from autopatch.store.base import Store
+from autopatch.store.base import CatalogStore, Store
+from autopatch.store.sqlite import SqliteStore
+
+from .conftest import xml_path
 
 WEB = "i-0aaaaaaaaaaaaaaa1"
 DB = "i-0bbbbbbbbbbbbbbb2"
@@ -63,6 +79,107 @@ def create(store: Store, run_id: str, *kbs: str, created_at: str = "2024-02-14T0
     ]
     store.create_run(run, servers, items)
     return run
+
+
+# --- small catalog documents, built by hand as the parsers build them ---------------------------
+
+WS2022 = Product("11923", "Windows Server 2022", "Windows")
+WS2022_CORE = Product("11924", "Windows Server 2022 (Server Core installation)", "Windows")
+WS2019 = Product("11571", "Windows Server 2019", "Windows")
+SHA_A, SHA_B = "a" * 64, "b" * 64
+
+
+def catalog_link(kb: int) -> str:
+    return f"https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{kb}"
+
+
+def fix(cve: str, product: Product, kb: int, build: str | None, supersedes: tuple[int, ...] = ()) -> KbFix:
+    return KbFix(
+        cve, product.product_id, kb, "Security Update", build, supersedes, "Yes", kb_article_url(kb), catalog_link(kb)
+    )
+
+
+def vulnerability(cve: str, title: str, day: int) -> Vulnerability:
+    return Vulnerability(cve, title, ("CWE-122",), False, day == 9, date(2024, 1, day))
+
+
+def january(revision: str = "1") -> CatalogDocument:
+    """Two CVEs on three products: one cumulative update per release, each superseding December's."""
+    info = DocumentInfo(
+        "2024-Jan", "January 2024 Security Updates", revision, date(2024, 1, 9), date(2024, 1, 9), "cvrf-xml"
+    )
+    return CatalogDocument(
+        info,
+        [WS2022, WS2022_CORE, WS2019],
+        [
+            vulnerability("CVE-2024-20674", "Windows Kerberos Security Feature Bypass Vulnerability", 9),
+            vulnerability("CVE-2024-20698", "Windows Kernel Elevation of Privilege Vulnerability", 10),
+        ],
+        [
+            AffectedProduct(
+                "CVE-2024-20674", WS2022.product_id, "Critical", "Security Feature Bypass", 9.0, 7.8, "CVSS:3.1/AV:A"
+            ),
+            AffectedProduct(
+                "CVE-2024-20674", WS2022_CORE.product_id, "Critical", "Security Feature Bypass", 9.0, 7.8, None
+            ),
+            AffectedProduct("CVE-2024-20698", WS2022.product_id, "Important", "Elevation of Privilege", 7.8, 6.8, None),
+            AffectedProduct(
+                "CVE-2024-20698", WS2019.product_id, "Important", "Elevation of Privilege", 7.8, None, None
+            ),
+        ],
+        [
+            fix("CVE-2024-20674", WS2022, 5034129, "10.0.20348.2227", (5033118,)),
+            fix("CVE-2024-20674", WS2022_CORE, 5034129, "10.0.20348.2227", (5033118,)),
+            fix("CVE-2024-20698", WS2022, 5034129, "10.0.20348.2227", (5033118,)),
+            fix("CVE-2024-20698", WS2019, 5034127, "10.0.17763.5329", (5033371,))._replace(download_url=None),
+        ],
+    )
+
+
+def february() -> CatalogDocument:
+    """The next month: a new CVE on Windows Server 2022 only, fixed by the LCU superseding January's."""
+    info = DocumentInfo("2024-Feb", "February 2024 Security Updates", "3", date(2024, 2, 13), None, "cvrf-xml")
+    custom = "https://download.example/kb5034770.msu"
+    return CatalogDocument(
+        info,
+        [WS2022],
+        [
+            Vulnerability(
+                "CVE-2024-21338", "Windows Kernel Elevation of Privilege Vulnerability", ("CWE-822",), True, False, None
+            )
+        ],
+        [AffectedProduct("CVE-2024-21338", WS2022.product_id, "Important", "Elevation of Privilege", 7.8, 7.2, None)],
+        [fix("CVE-2024-21338", WS2022, 5034770, "10.0.20348.2322", (5034129,))._replace(download_url=custom)],
+    )
+
+
+@cache
+def sqlite_reference(month: str) -> SqliteStore:
+    """The SQLite adapter's answers for a real month: what every other adapter must agree with."""
+    reference = SqliteStore(":memory:")
+    import_paths(reference, [xml_path(month)], workers=1)
+    return reference
+
+
+def catalog_answers(store: CatalogStore, kbs: list[int]) -> dict[str, object]:
+    """What the catalog queries ask of a store for a few servers' products and KBs, in a comparable order."""
+    names = [
+        f"Windows Server {year}{core}" for year in (2016, 2019, 2022) for core in ("", " (Server Core installation)")
+    ]
+    products = [p.product_id for name in names for p in store.products_named(name, "")]
+    documents = [replace(d, imported_at="") for d in store.list_documents()]
+    return {
+        "documents": documents,
+        "counts": store.counts(),
+        "products": products,
+        "summaries": [s for s in store.product_summaries() if s.product_id in products],
+        "affected": sorted(store.affected(products), key=lambda r: (r.document_id, r.cve, r.product_id)),
+        "month": sorted(store.affected(products, document_ids=["2024-Jan"]), key=lambda r: (r.cve, r.product_id)),
+        "fixes": sorted(store.fixes_for_products(products), key=lambda r: (r.fix.cve, r.fix.product_id, r.fix.kb)),
+        "kb_fixes": sorted(store.fixes_for_kbs(kbs), key=lambda r: (r.fix.cve, r.fix.product_id, r.fix.kb)),
+        "superseded_by": store.superseded_by(kbs),
+        "supersedes": store.supersedes(kbs),
+    }
 
 
 class StoreContract:
@@ -412,3 +529,219 @@ class StoreContract:
         }
         with pytest.raises(NotFoundError, match="r-9"):
             store.save_run_exposure("r-9", "before", {})
+
+    # --- catalog ---------------------------------------------------------------------------------
+
+    def test_an_empty_catalog_knows_no_document_product_or_kb(self, store: Store) -> None:
+        assert store.get_document("2024-Jan") is None and store.list_documents() == []
+        assert store.list_products() == [] and store.product_summaries() == []
+        assert store.products_named("Windows Server 2022", WS2022.product_id) == []
+        assert store.affected([WS2022.product_id]) == [] and store.fixes_for_products([WS2022.product_id]) == []
+        assert store.fixes_for_kbs([5034129]) == []
+        assert store.superseded_by([5034129]) == {5034129: set()} and store.supersedes([5034129]) == {5034129: set()}
+        assert store.counts() == {"documents": 0, "cves": 0, "products": 0, "kbs": 0, "entries": 0}
+        assert store.catalog_revision() == 0
+
+    def test_a_replaced_document_is_stored_with_its_products_and_counted(self, store: Store) -> None:
+        assert store.replace_document(january(), SHA_A) == ImportCounts(added=4)
+        stored = store.get_document("2024-Jan")
+        assert stored is not None
+        assert (stored.title, stored.revision, stored.source_sha256, stored.source_format) == (
+            "January 2024 Security Updates",
+            "1",
+            SHA_A,
+            "cvrf-xml",
+        )
+        assert (stored.initial_release_date, stored.current_release_date) == (date(2024, 1, 9), date(2024, 1, 9))
+        assert stored.imported_at
+        assert store.list_documents() == [stored]
+        assert store.list_products() == [WS2019, WS2022, WS2022_CORE]
+        assert store.counts() == {"documents": 1, "cves": 2, "products": 3, "kbs": 2, "entries": 4}
+        assert store.product_summaries() == [
+            ProductSummary(WS2019.product_id, WS2019.name, "Windows", 1, 1),
+            ProductSummary(WS2022.product_id, WS2022.name, "Windows", 2, 1),
+            ProductSummary(WS2022_CORE.product_id, WS2022_CORE.name, "Windows", 1, 1),
+        ]
+
+    def test_products_are_found_by_name_in_any_case_or_by_id(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        assert store.products_named("WINDOWS server 2022", "") == [WS2022]
+        assert store.products_named("", WS2019.product_id) == [WS2019]
+        assert store.products_named("Windows Server 2022", WS2019.product_id) == [WS2019, WS2022]  # by id
+        assert store.products_named("Windows Server 2025", "99999") == []
+
+    def test_affected_rows_join_their_product_and_vulnerability(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        rows = sorted(store.affected([WS2022.product_id, WS2019.product_id]), key=lambda r: (r.cve, r.product_id))
+        assert [(r.cve, r.product, r.severity) for r in rows] == [
+            ("CVE-2024-20674", "Windows Server 2022", "Critical"),
+            ("CVE-2024-20698", "Windows Server 2019", "Important"),
+            ("CVE-2024-20698", "Windows Server 2022", "Important"),
+        ]
+        first = rows[0]
+        assert (first.document_id, first.product_id, first.family, first.title, first.impact) == (
+            "2024-Jan",
+            WS2022.product_id,
+            "Windows",
+            "Windows Kerberos Security Feature Bypass Vulnerability",
+            "Security Feature Bypass",
+        )
+        assert (first.cvss_base, first.cvss_temporal, first.cvss_vector, first.cwe) == (
+            9.0,
+            7.8,
+            "CVSS:3.1/AV:A",
+            ("CWE-122",),
+        )
+        assert (first.exploited, first.publicly_disclosed, first.release_date) == (False, True, date(2024, 1, 9))
+        assert rows[1].cvss_temporal is None and rows[1].cvss_vector is None
+        assert store.affected(["99999"]) == []
+
+    def test_fixes_are_found_by_product_and_by_kb_with_their_links(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        by_product = store.fixes_for_products([WS2022.product_id])
+        assert sorted((r.document_id, r.fix.cve, r.fix.kb) for r in by_product) == [
+            ("2024-Jan", "CVE-2024-20674", 5034129),
+            ("2024-Jan", "CVE-2024-20698", 5034129),
+        ]
+        assert [r.fix.cve for r in store.fixes_for_products([WS2022.product_id], cves=["CVE-2024-20698"])] == [
+            "CVE-2024-20698"
+        ]
+        assert store.fixes_for_products([WS2022.product_id], cves=[]) == []
+        by_kb = sorted(store.fixes_for_kbs([5034129]), key=lambda r: (r.fix.cve, r.fix.product_id))
+        assert [r.fix for r in by_kb] == sorted(
+            [f for f in january().fixes if f.kb == 5034129], key=lambda f: (f.cve, f.product_id)
+        )
+        (ws2019,) = store.fixes_for_kbs([5034127])
+        assert (ws2019.fix.download_url, ws2019.fix.kb_url, ws2019.fix.supersedes) == (
+            None,  # Microsoft gave none
+            kb_article_url(5034127),
+            (5033371,),
+        )
+
+    def test_supersedence_is_followed_both_ways_across_documents(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        store.replace_document(february(), SHA_B)
+        assert store.superseded_by([5033118, 5034129, 5034770]) == {
+            5033118: {5034129},
+            5034129: {5034770},
+            5034770: set(),
+        }
+        assert store.supersedes([5034770, 5034129, 5034127]) == {
+            5034770: {5034129},
+            5034129: {5033118},
+            5034127: {5033371},
+        }
+        (feb,) = store.fixes_for_kbs([5034770])
+        assert (feb.document_id, feb.fix.download_url) == ("2024-Feb", "https://download.example/kb5034770.msu")
+        assert [d.document_id for d in store.list_documents()] == ["2024-Feb", "2024-Jan"]
+        assert store.counts() == {"documents": 2, "cves": 3, "products": 3, "kbs": 3, "entries": 5}
+
+    def test_affected_is_narrowed_by_month_and_by_cve(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        store.replace_document(february(), SHA_B)
+        ws2022 = [WS2022.product_id]
+        assert {r.cve for r in store.affected(ws2022)} == {"CVE-2024-20674", "CVE-2024-20698", "CVE-2024-21338"}
+        assert [r.cve for r in store.affected(ws2022, document_ids=["2024-Feb"])] == ["CVE-2024-21338"]
+        assert [r.cve for r in store.affected(ws2022, cves=["CVE-2024-20698"])] == ["CVE-2024-20698"]
+        assert store.affected(ws2022, document_ids=["2024-Feb"], cves=["CVE-2024-20698"]) == []
+        assert store.affected(ws2022, document_ids=[]) == [] and store.affected(ws2022, cves=[]) == []
+
+    def test_replacing_a_document_keeps_exactly_its_new_entries(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        store.replace_document(february(), SHA_B)
+        before = store.catalog_revision()
+        newer = january("2")
+        newer.affected = [a for a in newer.affected if a.product_id != WS2019.product_id]
+        newer.fixes = [
+            *(
+                f._replace(fixed_build="10.0.20348.2228") if f.product_id == WS2022.product_id else f
+                for f in newer.fixes
+            ),
+            fix("CVE-2024-20700", WS2022, 5034129, "10.0.20348.2228", (5033118,)),
+        ]
+        newer.fixes = [f for f in newer.fixes if f.kb != 5034127]
+        counts = store.replace_document(newer, "c" * 64)
+        assert counts == ImportCounts(added=1, updated=2, unchanged=1, removed=1)
+        assert store.catalog_revision() > before
+        stored = store.get_document("2024-Jan")
+        assert stored is not None and (stored.revision, stored.source_sha256) == ("2", "c" * 64)
+        assert store.fixes_for_kbs([5034127]) == []  # only the old revision had it
+        assert store.supersedes([5034127]) == {5034127: set()} and store.superseded_by([5033371]) == {5033371: set()}
+        assert {r.fix.fixed_build for r in store.fixes_for_kbs([5034129]) if r.fix.product_id == WS2022.product_id} == {
+            "10.0.20348.2228"
+        }
+        assert store.affected([WS2019.product_id]) == []
+        assert [r.cve for r in store.affected([WS2022.product_id], document_ids=["2024-Feb"])] == ["CVE-2024-21338"]
+        assert store.counts() == {"documents": 2, "cves": 3, "products": 3, "kbs": 2, "entries": 5}
+        assert [(s.name, s.cve_count, s.kb_count) for s in store.product_summaries()] == [
+            ("Windows Server 2019", 0, 0),
+            ("Windows Server 2022", 3, 2),
+            ("Windows Server 2022 (Server Core installation)", 1, 1),
+        ]
+
+    def test_a_product_renamed_later_keeps_its_family_when_the_new_month_omits_it(self, store: Store) -> None:
+        store.replace_document(january(), SHA_A)
+        renamed = february()
+        renamed.products = [Product(WS2022.product_id, "Windows Server 2022 Datacenter", None)]
+        store.replace_document(renamed, SHA_B)
+        assert store.products_named("windows server 2022 datacenter", "") == [
+            Product(WS2022.product_id, "Windows Server 2022 Datacenter", "Windows")
+        ]
+        assert store.products_named("Windows Server 2022", "") == []
+        assert {r.product for r in store.affected([WS2022.product_id])} == {"Windows Server 2022 Datacenter"}
+        assert store.counts()["products"] == 3
+
+    def test_a_real_month_reads_as_the_sqlite_reference(self, store: Store) -> None:
+        summary = import_paths(store, [xml_path("2024-Jan")], workers=1)
+        assert summary.count("imported") == 1 and summary.entries_added > 1000
+        kbs = [5034129, 5034127, 5034119, 5033118, 5032198, 5034121]
+        answers = catalog_answers(store, kbs)
+        assert answers == catalog_answers(sqlite_reference("2024-Jan"), kbs)
+        assert len(answers["products"]) == 6 and len(answers["affected"]) > 150 and len(answers["kb_fixes"]) > 400  # type: ignore[arg-type]
+        assert answers["superseded_by"] != {kb: set() for kb in kbs}
+        again = import_paths(store, [xml_path("2024-Jan")], workers=1)
+        assert again.count("unchanged") == 1 and again.totals == summary.totals
+
+    def test_a_waiter_token_is_taken_once(self, store: Store) -> None:
+        assert store.take_waiter("command#c-1") is None
+        store.put_waiter("command#c-1", "token-1")
+        store.put_waiter("command#c-2", "token-2")
+        assert store.take_waiter("command#c-1") == "token-1"
+        assert store.take_waiter("command#c-1") is None  # a duplicated event completes nothing twice
+        assert store.take_waiter("command#c-2") == "token-2"
+
+    def test_one_job_of_a_kind_runs_at_a_time_and_a_silent_one_stops_counting(self, store: Store) -> None:
+        from autopatch.domain.jobs import JobRecord
+
+        started = DISCOVERED
+        first = JobRecord("j-000000000001", "catalog.update", "running", started, started)
+        store.start_job(first, stale_before=started - timedelta(minutes=10))
+        second = JobRecord("j-000000000002", "catalog.update", "running", started, started)
+        with pytest.raises(ConflictError, match="j-000000000001"):
+            store.start_job(second, stale_before=started - timedelta(minutes=10))
+        store.update_job("j-000000000001", started + timedelta(minutes=1), done=3, total=126)
+        kept = store.get_job("j-000000000001")
+        assert kept is not None and (kept.done, kept.total, kept.status) == (3, 126, "running")
+        assert kept.updated_at == started + timedelta(minutes=1)
+        later = started + timedelta(hours=1)  # the first job has been silent for 59 minutes
+        store.start_job(replace(second, started_at=later, updated_at=later), stale_before=later - timedelta(minutes=10))
+        summary = {"imported": 2, "months": ["2024-Jan"]}
+        store.update_job("j-000000000002", later, status="succeeded", summary=summary)
+        done = store.get_job("j-000000000002")
+        assert done is not None and done.status == "succeeded" and done.summary == summary
+        assert store.get_job("j-0000000000ff") is None
+        with pytest.raises(NotFoundError):
+            store.update_job("j-0000000000ff", later, status="failed")
+
+    def test_the_runs_revision_moves_with_every_change_of_a_runs_kbs(self, store: Store) -> None:
+        first = store.runs_revision()
+        create(store, "r-1")
+        created = store.runs_revision()
+        store.transition_item("r-1", WEB, "KB5034770", KbState.IN_PROGRESS)
+        moved = store.runs_revision()
+        store.update_server("r-1", WEB, status="Running")  # not a KB: the status view does not change
+        store.cancel_run("r-1", "operator")
+        cancelled = store.runs_revision()
+        assert first < created < moved < cancelled
+        store.run_items("r-1")
+        assert store.runs_revision() == cancelled

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 import pytest
+from moto import mock_aws
 
 from autopatch.store.base import Store
+from autopatch.store.dynamodb import DynamoStore
 from autopatch.store.sqlite import SqliteStore
 
 from .store_contract import StoreContract
@@ -27,7 +31,43 @@ def sqlite_store(folder: Path) -> Iterator[Store]:
         store.close()
 
 
-STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {"sqlite": sqlite_store}
+MOTO_ENDPOINT = "https://dynamodb.us-east-1.amazonaws.com"
+
+
+@cache
+def moto_client() -> Any:
+    """One client for every test of a worker: building one loads botocore's models (about 0.2 s).
+
+    moto intercepts a client's requests whenever a mock is active, whenever the client was made;
+    the state lives in the mock, which each test starts afresh, so sharing the client shares nothing.
+    """
+    import boto3
+
+    return boto3.client(
+        "dynamodb",
+        region_name="us-east-1",
+        endpoint_url=MOTO_ENDPOINT,  # never one from the environment (AWS_ENDPOINT_URL): moto must answer
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+@contextmanager
+def dynamodb_store(folder: Path) -> Iterator[Store]:
+    """Both tables on moto, in-process, in a fresh mock per test (a few milliseconds)."""
+    with mock_aws():
+        store = DynamoStore("contract-catalog", "contract-state", client=moto_client(), sleep=lambda _: None)
+        store.create_tables(wait=False)
+        try:
+            yield store
+        finally:
+            store.close()
+
+
+STORE_FACTORIES: dict[str, Callable[[Path], AbstractContextManager[Store]]] = {
+    "dynamodb": dynamodb_store,
+    "sqlite": sqlite_store,
+}
 
 
 @pytest.fixture(params=sorted(STORE_FACTORIES))
