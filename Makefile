@@ -42,6 +42,7 @@ bench: $(BIN)/autopatch
 	$(BIN)/python benchmarks/exposure.py
 	$(BIN)/python benchmarks/patch_run.py
 	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/dynamodb_import.py
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
