@@ -141,3 +141,20 @@ def test_the_api_function_answers_through_mangum(env: Path, machines: dict[str, 
         assert [e["name"] for e in executions(machines["autopatch-patch-run"])] == [run_id]
     finally:
         api_handler.asgi_handler.cache_clear()
+
+
+def test_a_catalog_update_job_is_handed_to_its_function_and_a_refused_invocation_fails_it(
+    env: Path, machines: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AUTOPATCH_CATALOG_UPDATE_FUNCTION", "autopatch-catalog-update-missing")
+    tokens = make_tokens(env)
+    with TestClient(create_app(load_settings())) as client:
+        api = Api(client, env, tokens)
+        refused = api.post("/catalog/update", role="admin")
+        assert refused.status_code == 503 and "could not be invoked" in error_of(refused)["message"]
+        [entry] = [e for e in api.audit() if e["action"] == "catalog.update"]
+        job_id = entry["target"]
+        job = api.get(f"/jobs/{job_id}").json()
+        assert job["status"] == "failed" and "ResourceNotFoundException" in job["error"]
+        again = api.post("/catalog/update", role="admin")  # a failed job does not block the next one
+        assert again.status_code == 503

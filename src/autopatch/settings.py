@@ -22,6 +22,7 @@
 | AUTOPATCH_STATE_TABLE     | ``autopatch-state``               | DynamoDB table of fleet, runs, access    |
 | AUTOPATCH_STATE_MACHINE_ARN | unset (runs driven in-process)  | Step Functions fleet-run workflow        |
 | AUTOPATCH_RETRY_STATE_MACHINE_ARN | unset                     | Step Functions single-KB retry workflow  |
+| AUTOPATCH_CATALOG_UPDATE_FUNCTION | unset (a thread of serve) | Lambda function doing catalog update jobs |
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Settings(BaseSettings):
     state_table: str = Field(default="autopatch-state", pattern=r"^[A-Za-z0-9_.-]{3,255}$")
     state_machine_arn: str | None = Field(default=None, pattern=_STATE_MACHINE_ARN)
     retry_state_machine_arn: str | None = Field(default=None, pattern=_STATE_MACHINE_ARN)
+    catalog_update_function: str | None = Field(default=None, pattern=r"^[A-Za-z0-9:_-]{1,140}$")
 
     @field_validator("cors_origins")
     @classmethod

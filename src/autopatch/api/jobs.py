@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
 
+from autopatch.admin_settings import effective_settings
+from autopatch.catalog.update import refresh_catalog
 from autopatch.domain.jobs import FAILED, RUNNING, STALE_AFTER, SUCCEEDED, JobRecord, new_job_id, parse_job_id
 from autopatch.errors import NotFoundError, StoreError
+from autopatch.settings import Settings
 from autopatch.store.base import JobStore, Store
+from autopatch.wiring import open_store
 
 # Work receives a progress callback (done, total, label) and returns its summary.
 JobWork = Callable[[Callable[[int, int, str], None]], dict[str, Any]]
@@ -40,6 +44,19 @@ def run_job(store: JobStore, job_id: str, work: JobWork, describe_error: Callabl
         store.update_job(job_id, _now(), status=FAILED, error=describe_error(exc))
         return
     store.update_job(job_id, _now(), status=SUCCEEDED, summary=summary)
+
+
+def catalog_update_work(settings: Settings) -> JobWork:
+    """The catalog update as a job's work (``autopatch serve``'s thread, or the AWS catalog-update function)."""
+
+    def work(on_progress: Callable[[int, int, str], None]) -> dict[str, Any]:
+        store = open_store(settings)
+        try:
+            return refresh_catalog(store, effective_settings(settings, store), date.today(), on_progress).as_dict()
+        finally:
+            store.close()
+
+    return work
 
 
 class JobBoard:
@@ -65,6 +82,14 @@ class JobBoard:
         job = self.create(kind)
         threading.Thread(target=self._run, args=(job.job_id, work), name=f"job-{job.job_id}", daemon=True).start()
         return job
+
+    def fail(self, job_id: str, reason: str) -> None:
+        """A job whose work could not even be launched (the catalog-update function refused the invocation)."""
+        store = self._open_store()
+        try:
+            store.update_job(job_id, _now(), status=FAILED, error=reason)
+        finally:
+            store.close()
 
     def get(self, job_id: str) -> JobRecord:
         store = self._open_store()

@@ -7,18 +7,16 @@ are not held up while it imports.
 
 from __future__ import annotations
 
-from datetime import date
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
-from autopatch.admin_settings import effective_settings
 from autopatch.api.deps import AuditTrail, audited, get_settings, require
-from autopatch.api.jobs import JobAccepted, JobBoard, JobView
-from autopatch.catalog.ingest import ProgressCallback
-from autopatch.catalog.update import refresh_catalog
+from autopatch.api.jobs import JobAccepted, JobBoard, JobView, catalog_update_work
 from autopatch.domain.access import Role
-from autopatch.wiring import open_store
+from autopatch.errors import ExecutionError
+from autopatch.settings import Settings
 
 router = APIRouter(tags=["jobs"])
 
@@ -32,19 +30,32 @@ def _board(request: Request) -> JobBoard:
 def update_catalog_job(
     request: Request, trail: Annotated[AuditTrail, Depends(audited("catalog.update", Role.ADMIN))]
 ) -> dict[str, Any]:
-    """Update the catalog in the background (admin); 409 while an update runs."""
+    """Update the catalog in the background (admin); 409 while an update runs.
+
+    ``autopatch serve`` does the work on a thread; the AWS deployment hands it to its catalog-update
+    function (``AUTOPATCH_CATALOG_UPDATE_FUNCTION``), which writes the job's progress to the store.
+    """
     settings = get_settings(request)
-
-    def work(on_progress: ProgressCallback) -> dict[str, Any]:
-        store = open_store(settings)
+    board = _board(request)
+    if settings.catalog_update_function is None:
+        job = board.start("catalog.update", catalog_update_work(settings))
+    else:
+        job = board.create("catalog.update")
+        trail.target = job.job_id  # audited with its job, also when the invocation is refused
         try:
-            return refresh_catalog(store, effective_settings(settings, store), date.today(), on_progress).as_dict()
-        finally:
-            store.close()
-
-    job = _board(request).start("catalog.update", work)
+            invoke_async(settings, settings.catalog_update_function, {"job_id": job.job_id})
+        except Exception as exc:  # botocore's errors: the job must not stay "running" for a function never called
+            board.fail(job.job_id, f"the catalog-update function could not be invoked: {type(exc).__name__}: {exc}")
+            raise ExecutionError(f"the catalog-update function could not be invoked: {exc}") from exc
     trail.target = job.job_id
     return {"job_id": job.job_id}
+
+
+def invoke_async(settings: Settings, function: str, payload: dict[str, Any]) -> None:
+    import boto3  # type: ignore[import-untyped, unused-ignore]
+
+    client = boto3.client("lambda", region_name=settings.aws_region)
+    client.invoke(FunctionName=function, InvocationType="Event", Payload=json.dumps(payload).encode())
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, dependencies=[Depends(require(Role.VIEWER))])
