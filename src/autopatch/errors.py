@@ -81,5 +81,9 @@ class DeliveryUncertainError(TransientError):
     """
 
 
+class RunTakenOverError(ExecutionError):
+    """Another driver holds the run now (``resume`` after this one's lease ran out): this one stops touching it."""
+
+
 class StateError(AutoPatchError):
     """A state machine was asked for a transition its table does not allow."""
