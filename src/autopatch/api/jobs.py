@@ -46,15 +46,17 @@ def run_job(store: JobStore, job_id: str, work: JobWork, describe_error: Callabl
     store.update_job(job_id, _now(), status=SUCCEEDED, summary=summary)
 
 
-def catalog_update_work(settings: Settings) -> JobWork:
-    """The catalog update as a job's work (``autopatch serve``'s thread, or the AWS catalog-update function)."""
+def catalog_update_work(settings: Settings, store: Store | None = None) -> JobWork:
+    """The catalog update as a job's work: on its own store connection (a thread of ``serve``), or on
+    ``store`` (the AWS catalog-update function's, kept open for the container's next invocation)."""
 
     def work(on_progress: Callable[[int, int, str], None]) -> dict[str, Any]:
-        store = open_store(settings)
+        used = store if store is not None else open_store(settings)
         try:
-            return refresh_catalog(store, effective_settings(settings, store), date.today(), on_progress).as_dict()
+            return refresh_catalog(used, effective_settings(settings, used), date.today(), on_progress).as_dict()
         finally:
-            store.close()
+            if store is None:
+                used.close()
 
     return work
 

@@ -40,12 +40,12 @@ from autopatch.engine.steps import (
     next_kb,
     record_command,
     record_reboot,
+    resend_delay,
     run_cancelled,
     send_install,
     server_may_start,
     settle_install,
     start_run,
-    transient_failures,
     verify_kbs,
     waiting_for_reboot,
 )
@@ -179,6 +179,8 @@ class Engine:
         except ExecutionError as exc:
             fail_kb(self.store, item, str(exc), self.on_event)
             return
+        if attempt is None:
+            return  # the KB's sends never ran, too often: failed by ``resend_delay``
         if settle_install(self.store, item, attempt, options.reboot, self.on_event) is not Settled.REBOOT:
             return
         try:
@@ -192,18 +194,18 @@ class Engine:
 
     # --- one install, resumable ----------------------------------------------------------------
 
-    def _install(self, item: RunItem, options: RunOptions) -> Attempt:
-        """Drive the KB's latest attempt forward from whatever phase it is in, until its verdict is stored."""
+    def _install(self, item: RunItem, options: RunOptions) -> Attempt | None:
+        """Drive the KB's latest attempt forward from whatever phase it is in, until its verdict is stored.
+
+        None when the KB failed without a verdict (its sends never ran, too often).
+        """
         while True:
             last = latest_attempt(self.store, item)
             if last is None or last.phase == "transient":
-                transient = transient_failures(self.store, item)
-                if transient > options.transient_retries:
-                    raise ExecutionError(
-                        f"gave up after {transient} transient failures: {last.output_tail if last else ''}"
-                    )
-                if transient:
-                    self.sleep(min(options.poll.max_delay, options.poll.first_delay * 2**transient))
+                delay = resend_delay(self.store, item, options, self.on_event)
+                if delay is None:
+                    return None  # failed for good by the step
+                self.sleep(delay)
                 send_install(self.store, self.fleet, item, self.on_event)
             elif last.phase == "sending":
                 looks = _LOOKUPS if last.token else 1  # ListCommands shows a new command only after a moment

@@ -132,6 +132,24 @@ def transient_failures(store: RunStore, item: RunItem) -> int:
     return sum(1 for a in store.attempts(item.run_id, item.instance_id, item.kb) if a.phase == "transient")
 
 
+def resend_delay(
+    store: RunStore, item: RunItem, options: RunOptions, on_event: EventCallback = no_events
+) -> float | None:
+    """Before sending (again): how long to wait first, or None when the KB has failed for good.
+
+    An attempt that never ran (undeliverable, cancelled before it started) is sent again after a
+    growing delay; a KB whose attempts never ran more than ``transient_retries`` times fails.
+    """
+    transient = transient_failures(store, item)
+    if transient > options.transient_retries:
+        last = latest_attempt(store, item)
+        fail_kb(
+            store, item, f"gave up after {transient} transient failures: {last.output_tail if last else ''}", on_event
+        )
+        return None
+    return min(options.poll.max_delay, options.poll.first_delay * 2**transient) if transient else 0.0
+
+
 def send_install(store: RunStore, fleet: FleetAdapter, item: RunItem, on_event: EventCallback = no_events) -> Attempt:
     """Record the attempt with a fresh token, then send; the attempt as it stands afterwards.
 
