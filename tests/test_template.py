@@ -247,7 +247,7 @@ def test_every_function_runs_the_one_package_on_arm64_python(translated: dict[st
     functions = _lambda_functions(translated)
     assert functions
     for name, properties in functions.items():
-        assert properties["Runtime"] in {"python3.12", "python3.13"}, name
+        assert properties["Runtime"] == "python3.12", name  # the issue asks for 3.12 on arm64
         assert properties["Architectures"] == ["arm64"], name
         assert properties["Code"] == {"S3Bucket": ARTIFACTS, "S3Key": "code.zip"}, name
         assert properties["Handler"].startswith("autopatch.aws."), name

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pydantic
 from rich.console import Console
@@ -14,8 +13,8 @@ from autopatch.fleet.base import FleetAdapter
 from autopatch.notify.base import Notifier
 from autopatch.notify.factory import notifiers_from_settings
 from autopatch.settings import Settings
-from autopatch.store.sqlite import SqliteStore
-from autopatch.wiring import build_fleet
+from autopatch.store.base import Store
+from autopatch.wiring import build_fleet, open_store
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -35,13 +34,14 @@ def load_settings(**overrides: object) -> Settings:
 class CliContext:
     settings: Settings
     console: Console = field(default_factory=lambda: Console(stderr=True))
-    _store: SqliteStore | None = None
+    _store: Store | None = None
     _fleet: FleetAdapter | None = None
 
     @property
-    def store(self) -> SqliteStore:
+    def store(self) -> Store:
+        """The configured store: SQLite on AUTOPATCH_DB, or the AWS deployment's DynamoDB tables."""
         if self._store is None:
-            self._store = SqliteStore(Path(self.settings.db))
+            self._store = open_store(self.settings)
         return self._store
 
     @property
