@@ -10,6 +10,7 @@ per-(product, facts) summaries are reused: a scan of one server reassesses only 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,7 +55,8 @@ class FleetExposureCache:
         self._lock = threading.Lock()
         self._summaries: dict[tuple[int, int, frozenset[str] | None], FleetSummary] = {}
         self._latest: dict[frozenset[str] | None, FleetSummary] = {}
-        self._computing: set[frozenset[str] | None] = set()
+        self._computing: Counter[frozenset[str] | None] = Counter()  # requests computing, per filter
+        self._counting = threading.Lock()
         self._memo = AssessmentMemo()
         self._memo_revision = -1
 
@@ -69,7 +71,7 @@ class FleetExposureCache:
     def latest(self, severities: Collection[str] | None = None) -> FleetSummary | None:
         """The last answer for this filter while another request is computing a newer one; else None."""
         wanted = frozenset(severities) if severities else None
-        return self._latest.get(wanted) if wanted in self._computing else None
+        return self._latest.get(wanted) if self._computing[wanted] > 0 else None
 
     def compute(self, store: Store, severities: Collection[str] | None = None) -> FleetSummary:
         """Assess the fleet (reusing what the catalog revision allows) and keep the answer.
@@ -78,7 +80,8 @@ class FleetExposureCache:
         the older key, so the next request sees a newer revision and computes again.
         """
         wanted = frozenset(severities) if severities else None
-        self._computing.add(wanted)
+        with self._counting:
+            self._computing[wanted] += 1
         try:
             with self._lock:
                 key = self._key(store, severities)
@@ -96,7 +99,8 @@ class FleetExposureCache:
                 self._latest[wanted] = summary
                 return summary
         finally:
-            self._computing.discard(wanted)
+            with self._counting:
+                self._computing[wanted] -= 1
 
     def get(self, store: Store, severities: Collection[str] | None = None) -> FleetSummary:
         return self.cached(store, severities) or self.compute(store, severities)

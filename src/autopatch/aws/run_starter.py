@@ -4,7 +4,7 @@ The request is checked and the run created exactly as ``autopatch serve`` does (
 ``prepare_retry``: a server held by a live run is a 409 at once); then the run's lease is handed
 to the workflow (owner ``sfn:<run id>``, for longer than any single wait of the workflow) and one
 execution is started, named after the run, so a repeated start of the same run is refused by
-Step Functions itself. The workflow's tasks renew that lease as they go (``renew_workflow_lease``),
+Step Functions itself. The workflow's tasks renew that lease as they go (``aws/lease.keep_driving``),
 so ``autopatch resume`` takes a run over only once its execution has been silent that long.
 """
 
@@ -37,11 +37,6 @@ def hand_over(store: RunLeaseStore, lease: RunLease, clock: Callable[[], float] 
     if not store.claim_run(lease.run_id, owner, now + WORKFLOW_LEASE_SECONDS, now, dead_owner=lease.owner):
         raise ExecutionError(f"run {lease.run_id} was taken over before its workflow started")
     return owner
-
-
-def renew_workflow_lease(store: RunLeaseStore, run_id: str, clock: Callable[[], float] = time.time) -> bool:
-    """Called by the workflow's tasks: False when another driver (a ``resume``) has taken the run."""
-    return store.renew_lease(run_id, workflow_owner(run_id), clock() + WORKFLOW_LEASE_SECONDS)
 
 
 class StepFunctionsRuns:

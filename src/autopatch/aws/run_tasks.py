@@ -45,7 +45,7 @@ def plan(runtime: Runtime, task: RunTask) -> PlanResult:
         return PlanResult(run_id=run.run_id, kind=run.kind, finished=True, servers=[], max_concurrency=1, timing=waits)
     keep_driving(runtime, task.run_id)
     plan_if_unplanned(store, runtime.fleet, run)
-    options = steps.start_run(store, task.run_id)
+    options = steps.mark_running(store, task.run_id)
     servers = [s for s in store.run_servers(task.run_id) if s.status in ("Pending", "Running")]
     servers.sort(key=lambda server: server.status != "Running")
     return PlanResult(

@@ -37,6 +37,7 @@ from autopatch.engine.steps import (
     latest_attempt,
     look_for_send,
     mark_reboot_intended,
+    mark_running,
     next_kb,
     record_command,
     record_reboot,
@@ -45,7 +46,6 @@ from autopatch.engine.steps import (
     send_install,
     server_may_start,
     settle_install,
-    start_run,
     verify_kbs,
     waiting_for_reboot,
 )
@@ -112,7 +112,7 @@ class Engine:
                 lease.release()
 
     def _execute(self, run_id: str, options: RunOptions, lease: RunLease) -> RunStatus:
-        start_run(self.store, run_id)
+        mark_running(self.store, run_id)
         servers = [s for s in self.store.run_servers(run_id) if s.status in ("Pending", "Running")]
         # Servers already started before a crash go first: they hold in-flight commands.
         servers.sort(key=lambda s: s.status != "Running")

@@ -376,7 +376,7 @@ def finish_run(store: RunStore, run_id: str, max_errors: int | None) -> RunStatu
     return status
 
 
-def start_run(store: RunStore, run_id: str) -> RunOptions:
+def mark_running(store: RunStore, run_id: str) -> RunOptions:
     """A Pending run becomes Running; its options as the steps read them."""
     run = store.get_run(run_id)
     if run.status is RunStatus.PENDING:

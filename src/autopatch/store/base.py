@@ -30,6 +30,24 @@ from autopatch.domain.jobs import JobRecord
 from autopatch.domain.patching import KbState, RunStatus
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
 
+# What ``update_attempt`` and ``update_server`` may set: the same for every adapter.
+ATTEMPT_FIELDS = frozenset(
+    {
+        "phase",
+        "command_id",
+        "sent_at",
+        "finished_at",
+        "status",
+        "exit_code",
+        "hresult",
+        "reboot_required",
+        "output_tail",
+    }
+)
+SERVER_FIELDS = frozenset(
+    {"status", "build_after", "reboots", "started_at", "finished_at", "reason", "product", "build_before"}
+)
+
 
 def now() -> str:
     """The time stamp runs are stored with: UTC ISO 8601 to the millisecond, so text order is time order."""

@@ -15,7 +15,7 @@ from typing import Any
 
 from autopatch.domain.patching import HELD_SERVER_STATUSES, UNFINISHED_RUN_STATUSES
 from autopatch.errors import StoreError
-from autopatch.store.base import now
+from autopatch.store.base import ATTEMPT_FIELDS, SERVER_FIELDS, now
 from autopatch.store.dynamodb_access import unique_suffix
 from autopatch.store.dynamodb_holds import HoldItems
 from autopatch.store.dynamodb_io import (
@@ -28,22 +28,6 @@ from autopatch.store.dynamodb_io import (
 )
 from autopatch.store.dynamodb_run_reads import RunReads, run_key, run_pk, server_key
 
-_ATTEMPT_FIELDS = frozenset(
-    {
-        "phase",
-        "command_id",
-        "sent_at",
-        "finished_at",
-        "status",
-        "exit_code",
-        "hresult",
-        "reboot_required",
-        "output_tail",
-    }
-)
-_SERVER_FIELDS = frozenset(
-    {"status", "build_after", "reboots", "started_at", "finished_at", "reason", "product", "build_before"}
-)
 _TRIES = 10
 UNFINISHED_CONDITION = "#status IN (:pending, :running, :cancelling)"
 UNFINISHED_VALUES = dict(zip((":pending", ":running", ":cancelling"), map(str, UNFINISHED_RUN_STATUSES), strict=True))
@@ -126,7 +110,7 @@ class RunUpdates(RunReads, HoldItems):
         raise StoreError(f"{run_id}/{instance_id}/{kb}: no attempt number could be claimed")
 
     def update_attempt(self, run_id: str, instance_id: str, kb: str, attempt: int, **fields: Any) -> None:
-        unknown = set(fields) - _ATTEMPT_FIELDS
+        unknown = set(fields) - ATTEMPT_FIELDS
         if unknown:
             raise ValueError(f"unknown attempt fields {sorted(unknown)}")
         if fields:
@@ -134,8 +118,8 @@ class RunUpdates(RunReads, HoldItems):
             self._update_existing(attempt_key, fields)
 
     def update_server(self, run_id: str, instance_id: str, **fields: Any) -> None:
-        if set(fields) - _SERVER_FIELDS:
-            raise ValueError(f"unknown server fields {sorted(set(fields) - _SERVER_FIELDS)}")
+        if set(fields) - SERVER_FIELDS:
+            raise ValueError(f"unknown server fields {sorted(set(fields) - SERVER_FIELDS)}")
         self._update_server(run_id, instance_id, fields)
 
     def _update_server(self, run_id: str, instance_id: str, fields: dict[str, Any]) -> None:

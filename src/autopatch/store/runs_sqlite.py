@@ -25,7 +25,7 @@ from autopatch.domain.patching import (
 )
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
 from autopatch.errors import ConflictError, NotFoundError, StateError
-from autopatch.store.base import now
+from autopatch.store.base import ATTEMPT_FIELDS, SERVER_FIELDS, now
 from autopatch.store.revisions_sqlite import RUNS, bump_revision
 
 RUNS_MIGRATION = """
@@ -420,18 +420,7 @@ class RunTables:
         return int(number)
 
     def update_attempt(self, run_id: str, instance_id: str, kb: str, attempt: int, **fields: Any) -> None:
-        allowed = {
-            "phase",
-            "command_id",
-            "sent_at",
-            "finished_at",
-            "status",
-            "exit_code",
-            "hresult",
-            "reboot_required",
-            "output_tail",
-        }
-        unknown = set(fields) - allowed
+        unknown = set(fields) - ATTEMPT_FIELDS
         if unknown:
             raise ValueError(f"unknown attempt fields {sorted(unknown)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
@@ -442,9 +431,8 @@ class RunTables:
             )
 
     def update_server(self, run_id: str, instance_id: str, **fields: Any) -> None:
-        allowed = {"status", "build_after", "reboots", "started_at", "finished_at", "reason", "product", "build_before"}
-        if set(fields) - allowed:
-            raise ValueError(f"unknown server fields {sorted(set(fields) - allowed)}")
+        if set(fields) - SERVER_FIELDS:
+            raise ValueError(f"unknown server fields {sorted(set(fields) - SERVER_FIELDS)}")
         assignments = ", ".join(f"{name} = ?" for name in fields)
         with self._transaction() as db:
             db.execute(
