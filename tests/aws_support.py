@@ -117,6 +117,8 @@ def handler_of(name: str) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
 
 # --- recording AWS calls ---------------------------------------------------------------------------
 
+# An API operation IAM authorises under another name.
+_IAM_NAMES = {"lambda:Invoke": "lambda:InvokeFunction"}
 _TRANSACTION_ACTIONS = {
     "Put": "PutItem",
     "Update": "UpdateItem",
@@ -137,6 +139,7 @@ class ApiCalls:
         self.by_function: dict[str, set[str]] = defaultdict(set)
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._everywhere: str | None = None
 
     @contextmanager
     def acting_as(self, name: str) -> Iterator[None]:
@@ -147,12 +150,25 @@ class ApiCalls:
         finally:
             self._local.name = previous
 
+    @contextmanager
+    def acting_as_in_every_thread(self, name: str) -> Iterator[None]:
+        """``acting_as`` for the calls of threads this one hands work to (an ASGI app's worker threads).
+
+        A thread that acts as a function of its own (a function invoked from here) still counts as that one.
+        """
+        self._everywhere = name
+        try:
+            with self.acting_as(name):
+                yield
+        finally:
+            self._everywhere = None
+
     def __call__(self, params: dict[str, Any], model: Any, **_: Any) -> None:
-        name = getattr(self._local, "name", None)
+        name = getattr(self._local, "name", None) or self._everywhere
         if name is None:
             return
         prefix = model.service_model.signing_name
-        actions = {f"{prefix}:{model.name}"}
+        actions = {_IAM_NAMES.get(f"{prefix}:{model.name}", f"{prefix}:{model.name}")}
         if model.name == "TransactWriteItems":
             actions = {f"dynamodb:{_TRANSACTION_ACTIONS[kind]}" for item in params["TransactItems"] for kind in item}
         with self._lock:

@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.handlers
 import pytest
 from botocore.awsrequest import AWSResponse
 
+from autopatch.access import create_token
+from autopatch.aws import api_handler, install_tasks
 from autopatch.aws.functions import FUNCTIONS, OUTPUT_READ_ACTIONS, function_named
 from autopatch.aws.run_starter import hand_over
 from autopatch.aws.wiring import Runtime, Timing, use_runtime
@@ -49,6 +52,7 @@ from .aws_support import (
     recording_api_calls,
 )
 from .conftest import xml_path
+from .test_api_stepfunctions import PASS_MACHINE, http_api_event
 
 ON_PREMISES = "mi-0123456789abcdef0"
 CAPTION = "Microsoft Windows Server 2022 Datacenter"
@@ -155,13 +159,17 @@ def build_world(monkeypatch: pytest.MonkeyPatch, calls: ApiCalls) -> World:
         {"InstanceId": instance_id, "PingStatus": "Online", "PlatformType": "Windows", "PlatformName": CAPTION},
         {"InstanceId": ON_PREMISES, "PingStatus": "Online", "PlatformType": "Windows", "PlatformName": CAPTION},
     ]
-    ssm.meta.events.register(
-        "before-call.ssm.DescribeInstanceInformation",
-        lambda **_: answer({"InstanceInformationList": [{"PlatformVersion": "10.0.20348", **m} for m in managed]}),
-    )
-    ssm.meta.events.register(
-        "before-call.ssm.ListTagsForResource", lambda **_: answer({"TagList": [{"Key": "Name", "Value": "on-prem"}]})
-    )
+    # What moto does not answer, answered for this client and for every session made later (the API function's).
+    answers = [
+        (
+            "before-call.ssm.DescribeInstanceInformation",
+            lambda **_: answer({"InstanceInformationList": [{"PlatformVersion": "10.0.20348", **m} for m in managed]}),
+        ),
+        ("before-call.ssm.ListTagsForResource", lambda **_: answer({"TagList": [{"Key": "Name", "Value": "on-prem"}]})),
+    ]
+    for event, handler in answers:
+        ssm.meta.events.register(event, handler)
+    monkeypatch.setattr(botocore.handlers, "BUILTIN_HANDLERS", [*botocore.handlers.BUILTIN_HANDLERS, *answers])
     dynamodb = boto3.client("dynamodb", region_name=REGION)
     store = DynamoStore("autopatch-catalog", "autopatch-state", client=dynamodb, sleep=lambda _: None)
     store.create_tables(wait=False)
@@ -215,27 +223,34 @@ def fail_each_once_only_task(world: World, calls: ApiCalls, monkeypatch: pytest.
     server = {"run_id": run.run_id, "instance_id": world.instance_id}
     assert invoke(calls, "PlanFunction", {"run_id": run.run_id})["servers"] == [world.instance_id]
     assert invoke(calls, "GateFunction", server) == {"start": True}
-    step = invoke(calls, "NextKbFunction", server)
-    assert (step["phase"], step["kb"], step["attempt"]) == ("send", KB_OCTOBER_OOB, 1)
 
     def refused(*args: Any, **kwargs: Any) -> str:
         raise ExecutionError("sending: AccessDeniedException")
 
+    # NextKb sends a KB nothing delays itself; SendInstall sends one after a back-off. Both once only.
+    with monkeypatch.context() as patched:
+        patched.setattr(world.fleet, "send_install", refused)
+        with pytest.raises(ExecutionError):
+            invoke(calls, "NextKbFunction", server)
+    # The retry acts again, and finds the attempt recorded before the refused send: its fate is unknown.
+    step = invoke(calls, "NextKbFunction", server)
+    assert (step["phase"], step["kb"], step["attempt"]) == ("sending", KB_OCTOBER_OOB, 1)
+    step = invoke(calls, "LookForSendFunction", {**server, "step": step})
+    assert step["phase"] == "transient"  # looked for by its token: never created
+    step = invoke(calls, "NextKbFunction", server)
+    assert (step["phase"], step["attempt"], step["delay"]) == ("send", 2, 2)  # after the Backoff Wait
     with monkeypatch.context() as patched:
         patched.setattr(world.fleet, "send_install", refused)
         with pytest.raises(ExecutionError):
             invoke(calls, "SendInstallFunction", {**server, "step": step})
-    # The retry acts again, and finds the attempt recorded before the refused send: its fate is unknown.
     assert invoke(calls, "SendInstallFunction", {**server, "step": step})["phase"] == "sending"
-    step = invoke(calls, "LookForSendFunction", {**server, "step": {**step, "phase": "sending"}})
-    assert step["phase"] == "transient"  # looked for by its token: never created
+    assert invoke(calls, "LookForSendFunction", {**server, "step": step})["phase"] == "transient"
     step = invoke(calls, "NextKbFunction", server)
-    assert (step["phase"], step["attempt"], step["delay"]) == ("send", 2, 2)
+    assert (step["phase"], step["attempt"], step["delay"]) == ("send", 3, 4)
     step = invoke(calls, "SendInstallFunction", {**server, "step": step})
     assert step["phase"] == "sent"
     step = invoke(calls, "RecordCommandFunction", {**server, "step": step})
-    step = invoke(calls, "SettleFunction", {**server, "step": step})
-    assert step["phase"] == "reboot"
+    assert step["phase"] == "reboot"  # recorded and settled in one task
 
     def away(instance_id: str) -> str:
         raise TransientError("InvalidInstanceId: the agent is not connected")
@@ -278,6 +293,58 @@ def call_the_other_handlers(world: World, calls: ApiCalls, tmp_path: Path) -> No
     }
 
 
+def call_the_api_function(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch, catalog: Path) -> None:
+    """The API function through Mangum, configured as the template configures it, on the same tables.
+
+    Each request is one an operator makes: a token, the fleet and its exposure, the original's
+    fleet discovery, a scan, a run handed to Step Functions, a catalog job handed to its function,
+    the original's catalog import.
+    """
+    states = boto3.client("stepfunctions", region_name=REGION)
+    role = "arn:aws:iam::123456789012:role/autopatch-workflow"
+    machine = states.create_state_machine(name="api-runs", definition=PASS_MACHINE, roleArn=role)["stateMachineArn"]
+    environment = {
+        "AUTOPATCH_STORE": "dynamodb",
+        "AUTOPATCH_CATALOG_TABLE": "autopatch-catalog",
+        "AUTOPATCH_STATE_TABLE": "autopatch-state",
+        "AUTOPATCH_AWS_REGION": REGION,
+        "AUTOPATCH_FLEET": "ssm",
+        "AUTOPATCH_STATE_MACHINE_ARN": machine,
+        "AUTOPATCH_CATALOG_UPDATE_FUNCTION": "CatalogUpdateFunction",  # run in-process by the moto harness
+        "AUTOPATCH_CATALOG_DIR": str(catalog),
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    _, admin = create_token(world.store, "api-admin", "admin")
+    api_handler.asgi_handler.cache_clear()
+
+    def request(method: str, path: str, body: Any = None) -> dict[str, Any]:
+        with calls.acting_as_in_every_thread("ApiFunction"):  # the app runs its sync routes in worker threads
+            response = api_handler.handler(http_api_event(method, path, admin, body), FakeContext("ApiFunction"))
+        answer: dict[str, Any] = {"status": response["statusCode"], "body": json.loads(response["body"] or "null")}
+        return answer
+
+    try:
+        assert request("POST", "/api/v1/tokens", {"name": "dashboard", "role": "viewer"})["status"] == 201
+        assert request("DELETE", "/api/v1/tokens/dashboard")["status"] == 200
+        assert request("POST", "/fetch-os-info", {})["status"] == 200
+        assert request("GET", "/api/v1/exposure")["status"] == 200
+        scanned = request("POST", f"/api/v1/instances/{world.instance_id}/scan")
+        assert scanned["status"] == 200, scanned
+        started = request("POST", "/api/v1/runs", {"instance_ids": [world.instance_id]})
+        assert started["status"] == 202, started
+        cancelled = request("POST", f"/api/v1/runs/{started['body']['run_id']}/cancel")
+        assert cancelled["status"] == 200, cancelled
+        job = request("POST", "/api/v1/catalog/update")
+        assert job["status"] == 202, job
+        done = request("GET", f"/api/v1/jobs/{job['body']['job_id']}")["body"]
+        assert done["status"] == "succeeded" and done["summary"]["documents_unchanged"] == 1
+        assert request("POST", "/api/v1/catalog/update")["status"] == 202  # the last job has ended: checked
+        assert request("POST", "/update-cve", {})["status"] == 200
+    finally:
+        api_handler.asgi_handler.cache_clear()
+
+
 def fail_a_server(world: World, calls: ApiCalls) -> None:
     """FailServer, the Catch target: the KB in flight and the server fail with the caught error."""
     instances = world.fleet.list_instances()
@@ -294,10 +361,15 @@ def fail_a_server(world: World, calls: ApiCalls) -> None:
     assert item.state is KbState.FAILED and item.reason == "ExecutionError: reading command x: AccessDeniedException"
 
 
-def fail_an_install_and_lose_a_server(world: World, calls: ApiCalls) -> None:
+def _dies(*args: Any, **kwargs: Any) -> None:
+    raise ExecutionError("Runtime.ExitError: the Lambda was stopped")
+
+
+def fail_an_install_and_lose_a_server(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch) -> None:
     """A failed install (Settle fails the KB), and a server that never came back (WaitOnline gives up)."""
     instances = [i for i in world.fleet.list_instances() if i.instance_id == world.instance_id]
-    for failing in (True, False):
+    # A failed install settled by RecordCommand, one settled by Settle after RecordCommand died, a reboot.
+    for failing, dies in ((True, False), (True, True), (False, False)):
         world.agent.reset()
         world.agent.failing = failing
         run, lease = start_run(world.store, "patch", instances, {"max_errors": 1})  # the gate counts failed servers
@@ -306,9 +378,17 @@ def fail_an_install_and_lose_a_server(world: World, calls: ApiCalls) -> None:
         invoke(calls, "PlanFunction", {"run_id": run.run_id})
         assert invoke(calls, "GateFunction", server) == {"start": True}
         step = invoke(calls, "NextKbFunction", server)
-        step = invoke(calls, "SendInstallFunction", {**server, "step": step})
-        step = invoke(calls, "RecordCommandFunction", {**server, "step": step})
-        step = invoke(calls, "SettleFunction", {**server, "step": step})
+        assert step["phase"] == "sent"  # sent by NextKb
+        if dies:  # RecordCommand's Lambda dies between the record and the settle: Settle finishes it
+            with monkeypatch.context() as patched:
+                patched.setattr(install_tasks, "settle", _dies)
+                with pytest.raises(ExecutionError):
+                    invoke(calls, "RecordCommandFunction", {**server, "step": step})
+            step = invoke(calls, "NextKbFunction", server)
+            assert step["phase"] == "verdict"
+            step = invoke(calls, "SettleFunction", {**server, "step": step})
+        else:
+            step = invoke(calls, "RecordCommandFunction", {**server, "step": step})
         if failing:
             assert step["phase"] == "done"
         else:
@@ -328,10 +408,11 @@ def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ApiCal
             fail_each_once_only_task(world, calls, monkeypatch)
             world.agent.reset()
             drive_a_run_on_step_functions(world, calls, monkeypatch)
-            fail_an_install_and_lose_a_server(world, calls)
+            fail_an_install_and_lose_a_server(world, calls, monkeypatch)
             world.agent.reset()
             fail_a_server(world, calls)
             call_the_other_handlers(world, calls, tmp_path)
+            call_the_api_function(world, calls, monkeypatch, tmp_path / "msrc")
         yield calls
 
 

@@ -59,32 +59,7 @@ STATE_MACHINE = "AWS::Serverless::StateMachine"
 ASL_FILES = {"statemachines/patch_run.asl.json", "statemachines/retry_kb.asl.json"}
 POLICIES = json.loads((Path(cfn_yaml.__file__).parents[1] / "data/AdditionalSpecs/Policies.json").read_text())
 
-# NOT IN THE REGISTRY YET, so written here: the API function (autopatch.aws.api_handler) and the AWS
-# actions this test assumes the app calls through the DynamoDB store, the SSM fleet (list, scan,
-# reboot) and the run starter (aws/run_starter.py). Its entry belongs in autopatch.aws.functions,
-# with the handler tests' recorded calls proving it; once there, that entry is used and this one ignored.
-API_FUNCTION = LambdaFunction(
-    "ApiFunction",
-    "autopatch.aws.api_handler.handler",
-    frozenset(
-        {
-            *("dynamodb:GetItem", "dynamodb:Query", "dynamodb:BatchGetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"),
-            *("dynamodb:ConditionCheckItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"),
-            *(
-                "ssm:DescribeInstanceInformation",
-                "ec2:DescribeInstances",
-                "ec2:DescribeImages",
-                "ssm:ListTagsForResource",
-            ),
-            *("ssm:SendCommand", "ssm:GetCommandInvocation", "states:StartExecution"),
-            "lambda:InvokeFunction",  # POST /catalog/update hands the job to the catalog-update function
-        }
-    ),
-    timeout_seconds=29,
-)
-DEPLOYED: tuple[LambdaFunction, ...] = (
-    FUNCTIONS if any(function.name == API_FUNCTION.name for function in FUNCTIONS) else (*FUNCTIONS, API_FUNCTION)
-)
+DEPLOYED: tuple[LambdaFunction, ...] = FUNCTIONS  # the API function included: its actions proven as the others
 # The parameter conditions under which the output-reading actions of the registry are granted.
 OUTPUT_CONDITIONS = {
     "AUTOPATCH_SSM_OUTPUT_BUCKET": "HasOutputBucket",
@@ -758,7 +733,7 @@ def test_table_writes_reach_only_the_tables_and_commands_only_the_powershell_doc
 
 
 def test_the_api_function_is_given_both_state_machines_to_start(translated: dict[str, Any]) -> None:
-    variables = _lambda_functions(translated)[API_FUNCTION.name]["Environment"]["Variables"]
+    variables = _lambda_functions(translated)["ApiFunction"]["Environment"]["Variables"]
     assert variables["AUTOPATCH_STATE_MACHINE_ARN"] == {"Ref": "PatchRunStateMachine"}
     assert variables["AUTOPATCH_RETRY_STATE_MACHINE_ARN"] == {"Ref": "RetryKbStateMachine"}
 

@@ -84,7 +84,8 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         timeout=900,
     ),
     _function("GateFunction", f"{_RUN}.gate", _RUN_READ, "dynamodb:UpdateItem"),
-    _function("NextKbFunction", f"{_RUN}.next_kb", _RUN_READ, _MOVE),
+    # NextKb sends a KB nothing delays (SendInstall's work), RecordCommand settles (Settle's).
+    _function("NextKbFunction", f"{_RUN}.next_kb", _RUN_READ, _MOVE, _ONCE, "ssm:SendCommand"),
     _function("SendInstallFunction", f"{_RUN}.send_install", _RUN_READ, _MOVE, _ONCE, "ssm:SendCommand"),
     _function("LookForSendFunction", f"{_RUN}.look_for_send", _RUN_READ, "dynamodb:UpdateItem", "ssm:ListCommands"),
     _function(
@@ -95,13 +96,18 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         "ssm:GetCommandInvocation",
         "states:SendTaskSuccess",
     ),
-    _function(
-        "RecordCommandFunction", f"{_RUN}.record_command", _RUN_READ, "dynamodb:UpdateItem", "ssm:GetCommandInvocation"
-    ),
+    _function("RecordCommandFunction", f"{_RUN}.record_command", _RUN_READ, _MOVE, "ssm:GetCommandInvocation"),
     _function("SettleFunction", f"{_RUN}.settle", _RUN_READ, _MOVE),
     _function("RebootFunction", f"{_RUN}.reboot", _RUN_READ, _SCANS_READ, _MOVE, _ONCE, "ssm:SendCommand"),
-    _function("WaitOnlineFunction", f"{_RUN}.wait_online", _RUN_READ, _MOVE, "ssm:DescribeInstanceInformation"),
-    _function("SendScanFunction", f"{_RUN}.send_scan", "ssm:SendCommand"),
+    # WaitOnline sends the verification scan as soon as the server answers.
+    _function(
+        "WaitOnlineFunction",
+        f"{_RUN}.wait_online",
+        _RUN_READ,
+        _MOVE,
+        "ssm:DescribeInstanceInformation",
+        "ssm:SendCommand",
+    ),
     _function("VerifyFunction", f"{_RUN}.verify", _RUN_READ, _SCANS_READ, _MOVE, "ssm:GetCommandInvocation"),
     _function(
         "FinishServerFunction", f"{_RUN}.finish_server", "dynamodb:Query", _SCANS_READ, "dynamodb:UpdateItem", _RELEASE
@@ -144,6 +150,24 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         "ScanFunction", f"{_OPS}.scan", "dynamodb:Query", _SCANS_READ, _SCANS_WRITE, _LIST_FLEET, _COMMAND, timeout=900
     ),
     _function("RebootInstanceFunction", f"{_OPS}.reboot", "dynamodb:GetItem", _LIST_FLEET, "ssm:SendCommand"),
+    # The HTTP API (the app of ``autopatch serve`` through Mangum): every route's store reads and
+    # writes, the original's fleet discovery and catalog import, scans and reboots, runs handed to
+    # Step Functions, catalog jobs handed to CatalogUpdateFunction. API Gateway stops waiting at 29 s.
+    _function(
+        "ApiFunction",
+        "autopatch.aws.api_handler.handler",
+        _RUN_READ,
+        _SCANS_READ,
+        _SCANS_WRITE,
+        _CHECKED,
+        _RELEASE,
+        "dynamodb:BatchWriteItem",
+        _LIST_FLEET,
+        _COMMAND,
+        "states:StartExecution",
+        "lambda:InvokeFunction",
+        timeout=29,
+    ),
 )
 
 # The state machines and the functions their definitions invoke (the template grants lambda:InvokeFunction on these).

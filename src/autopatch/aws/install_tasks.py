@@ -6,6 +6,10 @@ state machine is the loop: every task reads the KB's latest attempt from the sto
 and answers the phase the state machine routes on. A task that finds the stored state is not the
 one it was started for (a retry after its work was recorded) answers what is stored and does
 nothing: the store, not the payload, says what is left to do.
+
+A task whose next step needs no waiting takes it at once (NextKb sends, RecordCommand settles):
+every state transition is paid for, and a task plus a Choice saved per step is what brings a KB
+with its reboot from 19 transitions to 13.
 """
 
 from __future__ import annotations
@@ -54,11 +58,13 @@ def _current(runtime: Runtime, task: StepTask) -> tuple[RunItem, Attempt | None]
     return item, steps.latest_attempt(runtime.store, item)
 
 
-def next_kb(runtime: Runtime, task: ServerTask) -> Step:
+def next_kb(runtime: Runtime, task: ServerTask, context: LambdaContext | None = None) -> Step:
     """The server's next KB (started now if Pending) and its phase; ``none`` when no KB is left.
 
-    An attempt that never ran is sent again after ``steps.resend_delay`` (the local engine's rule);
-    a KB that step fails for good is passed over for the next one.
+    A KB to send now is sent in this task (``send_install``, once per attempt); one to send after a
+    backoff is left to the Backoff Wait and SendInstall. An attempt that never ran is sent again
+    after ``steps.resend_delay`` (the local engine's rule); a KB that step fails for good is passed
+    over for the next one.
     """
     store, timing = runtime.store, runtime.timing
     keep_driving(runtime, task.run_id)
@@ -72,7 +78,10 @@ def next_kb(runtime: Runtime, task: ServerTask) -> Step:
         if delay is None:
             continue  # failed for good: the next KB
         number = last.attempt + 1 if last else 1
-        return Step(phase=Phase.SEND, kb=item.kb, attempt=number, delay=math.ceil(delay))
+        step = Step(phase=Phase.SEND, kb=item.kb, attempt=number, delay=math.ceil(delay))
+        if step.delay:
+            return step
+        return send_install(runtime, StepTask(run_id=task.run_id, instance_id=task.instance_id, step=step), context)
     at_end = options.reboot is RebootPolicy.ALWAYS_AT_END
     waiting = at_end and bool(steps.waiting_for_reboot(store, task.run_id, task.instance_id))
     return Step(phase=Phase.NONE, reboot=waiting)
@@ -137,7 +146,7 @@ def wait_command(runtime: Runtime, task: TokenTask) -> dict[str, str]:
 
 
 def record_command(runtime: Runtime, task: StepTask) -> Step:
-    """Read the command once and record its end (``steps.record_command``).
+    """Read the command once, record its end (``steps.record_command``) and settle the verdict (``settle``).
 
     After an event the command has ended. After a wait's heartbeat or timeout it may still run:
     within the install timeout (counted from the send) the answer is ``sent`` and the workflow waits
@@ -159,7 +168,10 @@ def record_command(runtime: Runtime, task: StepTask) -> Step:
         steps.record_command(runtime.store, item, last, None, timeout)
     else:
         return step_of(item, last)
-    return step_of(item, steps.latest_attempt(runtime.store, item))
+    recorded = step_of(item, steps.latest_attempt(runtime.store, item))
+    if recorded.phase is not Phase.VERDICT:
+        return recorded
+    return settle(runtime, task.model_copy(update={"step": recorded}))
 
 
 def settle(runtime: Runtime, task: StepTask) -> Step:

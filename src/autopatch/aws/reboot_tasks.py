@@ -3,8 +3,9 @@
 The local engine asks for the restart, then loops: wait until the server answers, scan it, and
 accept the scan only when its boot time is newer than before the reboot (SSM says Online for
 minutes after a restart was asked for). Here the loop is the state machine's: Reboot → (the reboot
-command's end, when the fleet sends one) → WaitOnline ⇄ Wait → SendScan → WaitScan → Verify, and
-Verify answers ``again`` (Wait, then WaitOnline) while the scan predates the reboot. The deadline
+command's end, when the fleet sends one) → WaitOnline ⇄ Wait → WaitScan → Verify (WaitOnline
+sends the scan as soon as the server answers), and Verify answers ``again`` (Wait, then
+WaitOnline) while the scan predates the reboot. The deadline
 is carried in the step, so no task waits longer than one look.
 """
 
@@ -122,7 +123,8 @@ def verifying(runtime: Runtime, run_id: str, instance_id: str) -> list[RunItem]:
 
 
 def wait_online(runtime: Runtime, task: StepTask) -> Step:
-    """One look: ``online``, ``offline`` with the delay before the next look, or the KBs failed past the deadline."""
+    """One look: online (then the scan is sent: ``send_scan``), ``offline`` with the delay before the next
+    look, or the KBs failed past the deadline."""
     keep_driving(runtime, task.run_id)
     step = task.step
     deadline = step.deadline if step.deadline is not None else runtime.clock() + runtime.timing.reboot_timeout
@@ -131,7 +133,8 @@ def wait_online(runtime: Runtime, task: StepTask) -> Step:
         return _give_up(runtime, task)
     try:
         if runtime.fleet.is_online(task.instance_id):
-            return step.model_copy(update={"phase": Phase.ONLINE, "deadline": deadline, "delay": 0})
+            online = step.model_copy(update={"phase": Phase.ONLINE, "deadline": deadline, "delay": 0})
+            return send_scan(runtime, task.model_copy(update={"step": online}))
         hint = runtime.fleet.expected_online(task.instance_id)
     except TransientError:
         hint = None

@@ -46,10 +46,10 @@ def gate(event: Event, context: LambdaContext) -> Event:
 
 @logger.inject_lambda_context(clear_state=True)
 def next_kb(event: Event, context: LambdaContext) -> Event:
-    """The server's next KB and what its latest attempt needs (send, sending, sent, verdict), or none."""
+    """The server's next KB, sent now when nothing delays it, or what its latest attempt needs; or none."""
     task = parse(event=event, model=ServerTask)
     logger.append_keys(run_id=task.run_id, instance_id=task.instance_id)
-    return install_tasks.next_kb(runtime(), task).model_dump(mode="json")
+    return install_tasks.next_kb(runtime(), task, context).model_dump(mode="json")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -74,7 +74,7 @@ def wait_command(event: Event, context: LambdaContext) -> Event:
 
 @logger.inject_lambda_context(clear_state=True)
 def record_command(event: Event, context: LambdaContext) -> Event:
-    """Read the install command (GetCommandInvocation) and record its end, or its timeout."""
+    """Read the install command (GetCommandInvocation), record its end or its timeout, and settle it."""
     return install_tasks.record_command(runtime(), _step(event)).model_dump(mode="json")
 
 
@@ -92,14 +92,8 @@ def reboot(event: Event, context: LambdaContext) -> Event:
 
 @logger.inject_lambda_context(clear_state=True)
 def wait_online(event: Event, context: LambdaContext) -> Event:
-    """One look at a rebooting server: online, or when to look again."""
+    """One look at a rebooting server: online (and its scan sent), or when to look again."""
     return reboot_tasks.wait_online(runtime(), _step(event)).model_dump(mode="json")
-
-
-@logger.inject_lambda_context(clear_state=True)
-def send_scan(event: Event, context: LambdaContext) -> Event:
-    """Start the scan that should prove the reboot."""
-    return reboot_tasks.send_scan(runtime(), _step(event)).model_dump(mode="json")
 
 
 @logger.inject_lambda_context(clear_state=True)
