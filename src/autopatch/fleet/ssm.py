@@ -89,7 +89,8 @@ from autopatch.fleet.ssm_output import OutputDestination, is_truncated, read_ful
 
 # Adaptive mode adds client-side rate limiting on top of backoff: a patch run polls hundreds of
 # invocations, and SSM's GetCommandInvocation quota is low.
-CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": 10})
+MAX_RETRIES = 10  # kept apart: botocore rewrites a Config's retries dict in place when a client is made
+CLIENT_CONFIG = Config(retries={"mode": "adaptive", "max_attempts": MAX_RETRIES})
 # One attempt in all. ``max_attempts`` would count RETRIES (max_attempts=1 is two requests).
 SEND_CLIENT_CONFIG = Config(retries={"mode": "standard", "total_max_attempts": 1})
 DEFAULT_DOCUMENT = "AWS-RunPowerShellScript"
@@ -596,11 +597,8 @@ def _translate(exc: Any, action: str, *, retried: bool = True) -> AutoPatchError
     if code in _THROTTLING_CODES:
         if not retried:
             return TransientError(f"{action}: AWS throttled it ({code}); nothing was created")
-        return TransientError(f"{action}: AWS kept throttling after {_max_retries()} adaptive retries ({code})")
+        return TransientError(f"{action}: AWS kept throttling after {MAX_RETRIES} adaptive retries ({code})")
     if _is_server_error(exc):
         return TransientError(f"{action}: AWS failed on its side ({code}: {message})")
     return ExecutionError(f"{action} failed: {code}: {message}")
 
-
-def _max_retries() -> int:
-    return int(CLIENT_CONFIG.retries["max_attempts"])
