@@ -4,6 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SHARED_CATALOG := ../shared/data/msrc/cvrf-xml
 export AUTOPATCH_CATALOG_DIR ?= $(if $(wildcard $(SHARED_CATALOG)),$(abspath $(SHARED_CATALOG)),)
+SHARED_KEV := ../shared/data/kev/known_exploited_vulnerabilities.json.gz
+export AUTOPATCH_KEV_FILE ?= $(if $(wildcard $(SHARED_KEV)),$(abspath $(SHARED_KEV)),)
 DEMO_DB ?= $(CURDIR)/demo/autopatch.db
 
 .PHONY: venv test lint typecheck unit demo serve bench clean

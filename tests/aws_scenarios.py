@@ -10,6 +10,7 @@ even the order servers are listed in is the same.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,7 +22,9 @@ from autopatch.aws.run_starter import hand_over
 from autopatch.aws.wiring import Runtime, Timing
 from autopatch.domain.patching import KbState, RebootPolicy
 from autopatch.domain.polling import PollPolicy
+from autopatch.domain.ring_gates import RingGate
 from autopatch.domain.runs import RunItem, RunRecord, RunServer
+from autopatch.domain.snapshots import RunSnapshot
 from autopatch.domain.summary import RunSummary
 from autopatch.engine.driving import plan_if_unplanned, prepare_retry
 from autopatch.engine.options import RunOptions
@@ -94,6 +97,10 @@ class Scenario:
     retry: bool = False  # the outcome is that of a one-KB retry of the September server's failed KB
     lose_event: Callable[[str, str, str], bool] | None = None  # Step Functions only: EventBridge loses these
     on_step_functions: Callable[[Outcome], None] = lambda outcome: None  # what only an execution shows
+    rings: str | None = None  # --rings (a percentage takes the lowest instance ids first)
+    health_script: str | None = None  # --health-script
+    soak_seconds: int = 0  # --soak
+    snapshot: bool = False  # --snapshot
 
 
 @dataclass
@@ -108,10 +115,17 @@ class Outcome:
     summaries: list[RunSummary] = field(default_factory=list)
     execution: Any = None  # Step Functions only: the execution (its history, transitions)
     lost: list[str] = field(default_factory=list)  # Step Functions only: command events EventBridge lost
+    gates: list[RingGate] = field(default_factory=list)  # --rings: each ring and its gate
+    checks: dict[tuple[int, str], tuple[int, str, str]] = field(default_factory=dict)  # (ring, server): its check
+    snapshots: dict[str, RunSnapshot] = field(default_factory=dict)  # --snapshot: each server's record
+    first_started: dict[str, str] = field(default_factory=dict)  # when each server's first KB left Pending
+    waiting_reasons: dict[str, str] = field(default_factory=dict)  # why a Pending or Skipped server was not patched
+    names: dict[str, str] = field(default_factory=dict)  # each server's name
 
     def comparable(self) -> dict[str, Any]:
-        """What both drivers must agree on (times and command ids aside)."""
-        return {
+        """What both drivers must agree on (times, command ids and snapshot ids aside: the simulator numbers
+        those in the order it is asked, which the drivers' concurrency decides)."""
+        compared = {
             "status": str(self.run.status),
             "reason": self.run.reason,
             "states": self.states,
@@ -120,7 +134,23 @@ class Outcome:
             "installs": self.installs,
             "kb_reasons": self.reasons,
             "summaries": len(self.summaries),
+            "gates": [(gate.name, str(gate.status), gate.reason) for gate in self.gates],
+            "checks": self.checks,
+            "snapshots": {server: (str(s.phase), len(s.volumes)) for server, s in self.snapshots.items()},
+            "waiting_reasons": self.waiting_reasons,
         }
+        return {key: _without_snapshot_ids(value) for key, value in compared.items()}
+
+
+def _without_snapshot_ids(value: Any) -> Any:
+    """``value`` with every snapshot id in its texts written ``snap-*``."""
+    if isinstance(value, str):
+        return re.sub(r"snap-[0-9a-f]+", "snap-*", value)
+    if isinstance(value, dict):
+        return {_without_snapshot_ids(key): _without_snapshot_ids(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_snapshot_ids(item) for item in value)
+    return value
 
 
 class Collecting:
@@ -159,6 +189,10 @@ def peak_parallel(servers: list[RunServer]) -> int:
 def outcome(store: Store, fleet: FleetSimulator, run_id: str, summaries: list[RunSummary]) -> Outcome:
     items = store.run_items(run_id)
     servers = store.run_servers(run_id)
+    first_started: dict[str, str] = {}
+    for transition in store.transitions(run_id):
+        if transition.to_state == "InProgress":
+            first_started[transition.instance_id] = min(first_started.get(transition.instance_id, "~"), transition.at)
     return Outcome(
         run=store.get_run(run_id),
         states={(i.instance_id, i.kb): str(i.state) for i in items},
@@ -168,12 +202,24 @@ def outcome(store: Store, fleet: FleetSimulator, run_id: str, summaries: list[Ru
         installs=dict(fleet.install_counts),
         peak=peak_parallel(servers),
         summaries=list(summaries),
+        gates=store.ring_gates(run_id),
+        checks={(m.position, m.instance_id): (m.round, str(m.check), m.detail) for m in store.ring_members(run_id)},
+        snapshots={record.instance_id: record for record in store.run_snapshots(run_id)},
+        first_started=first_started,
+        waiting_reasons={s.instance_id: s.reason for s in servers if s.status in ("Pending", "Skipped")},
+        names={s.instance_id: s.name for s in servers},
     )
 
 
 def run_options(scenario: Scenario) -> dict[str, object]:
     return RunOptions(
-        concurrency=scenario.concurrency, max_errors=scenario.max_errors, reboot=scenario.reboot
+        concurrency=scenario.concurrency,
+        max_errors=scenario.max_errors,
+        reboot=scenario.reboot,
+        rings=scenario.rings,
+        health_script=scenario.health_script,
+        soak_seconds=scenario.soak_seconds,
+        snapshot=scenario.snapshot,
     ).as_dict()
 
 
@@ -207,6 +253,7 @@ def aws_timing(scenario: Scenario) -> Timing:
         wait_timeout_seconds=2,
         online_poll=PollPolicy(first_delay=1.0, factor=1.0, max_delay=1.0),
         scan_poll=FAST,
+        snapshot_poll=PollPolicy(first_delay=1.0, factor=2.0, max_delay=1.0),
         lookup_delay=0.01,
     )
 
@@ -220,6 +267,10 @@ def local_options(scenario: Scenario) -> RunOptions:
         reboot_timeout=scenario.reboot_timeout,
         transient_retries=scenario.transient_retries,
         poll=FAST,
+        rings=scenario.rings,
+        health_script=scenario.health_script,
+        soak_seconds=scenario.soak_seconds,
+        snapshot=scenario.snapshot,
     )
 
 

@@ -132,7 +132,8 @@ class ApiCalls:
 
     Registered as a built-in handler, so every session and client made afterwards carries it:
     the store's, the fleet's, Powertools', SNS's. Transactions are split into their items' actions,
-    which is how IAM authorises them.
+    which is how IAM authorises them; an EC2 resource tagged at creation (``TagSpecifications``)
+    needs ``ec2:CreateTags`` besides the call's own action.
     """
 
     def __init__(self) -> None:
@@ -171,6 +172,8 @@ class ApiCalls:
         actions = {_IAM_NAMES.get(f"{prefix}:{model.name}", f"{prefix}:{model.name}")}
         if model.name == "TransactWriteItems":
             actions = {f"dynamodb:{_TRANSACTION_ACTIONS[kind]}" for item in params["TransactItems"] for kind in item}
+        if prefix == "ec2" and params.get("TagSpecifications"):  # tags set at creation: IAM asks for CreateTags too
+            actions.add("ec2:CreateTags")
         with self._lock:
             self.by_function[name] |= actions
 
@@ -215,6 +218,11 @@ class RecordingFleet:
     def send_scan(self, instance_id: str) -> str:
         command_id = self.fleet.send_scan(instance_id)
         self._remember("scan", instance_id, command_id)
+        return command_id
+
+    def send_health_check(self, instance_id: str, script: str) -> str:
+        command_id = self.fleet.send_health_check(instance_id, script)
+        self._remember("health", instance_id, command_id)
         return command_id
 
     def sent(self) -> list[tuple[str, str, str]]:
@@ -397,17 +405,21 @@ class StepFunctions:
         started = self.client.start_execution(
             stateMachineArn=self.machines[machine], name=run_id, input=json.dumps({"run_id": run_id})
         )
+        return self.finish(started["executionArn"], timeout)
+
+    def finish(self, execution_arn: str, timeout: float = 60.0) -> Execution:
+        """Wait for an execution (started here or by a handler) to end; its status, history and output."""
         deadline = time.monotonic() + timeout
         while True:
-            described = self.client.describe_execution(executionArn=started["executionArn"])
+            described = self.client.describe_execution(executionArn=execution_arn)
             if described["status"] != "RUNNING":
                 break
             if time.monotonic() > deadline:
-                raise AssertionError(f"execution {run_id} still running after {timeout} s")
+                raise AssertionError(f"execution {execution_arn} still running after {timeout} s")
             time.sleep(0.02)
         history: list[dict[str, Any]] = []
         paginator = self.client.get_paginator("get_execution_history")
-        for page in paginator.paginate(executionArn=started["executionArn"]):
+        for page in paginator.paginate(executionArn=execution_arn):
             history.extend(page["events"])
         output = json.loads(described["output"]) if described.get("output") else None
         return Execution(described["status"], history, output)
@@ -422,6 +434,18 @@ def aws_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     engine's threads and EventBridge's all write at once, as they do on AWS, so its requests are
     serialised here. DynamoDB requests never nest, so a plain lock does.
     """
+    with serialised_dynamodb(), mock_aws(config=MOTO_CONFIG):
+        yield
+
+
+@contextmanager
+def serialised_dynamodb() -> Iterator[None]:
+    """moto's DynamoDB one request at a time, as DynamoDB applies one conditional write per item at a time.
+
+    moto is not thread-safe: two threads' conditional puts on one item can both succeed, and a
+    transaction deep-copies a table another thread is writing to. DynamoDB requests never nest,
+    so a plain lock does.
+    """
     from moto.dynamodb.responses import DynamoHandler
 
     lock = threading.Lock()
@@ -431,6 +455,8 @@ def aws_mock(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         with lock:
             return original(handler)
 
-    monkeypatch.setattr(DynamoHandler, "call_action", call_action)
-    with mock_aws(config=MOTO_CONFIG):
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+    try:
         yield
+    finally:
+        DynamoHandler.call_action = original  # type: ignore[method-assign]

@@ -745,3 +745,38 @@ class StoreContract:
         assert first < created < moved < cancelled
         store.run_items("r-1")
         assert store.runs_revision() == cancelled
+
+    def test_a_runs_rings_are_created_once_with_their_servers_by_position(self, store: Store) -> None:
+        from autopatch.domain.ring_gates import GateStatus, MemberCheck, RingGate, RingMember
+
+        create(store, "r-1")
+        assert store.ring_gates("r-1") == [] and store.ring_members("r-1") == []
+        gates = [RingGate("r-1", 0, "canary", "Ring=canary,10%"), RingGate("r-1", 1, "rest", "*")]
+        members = [RingMember("r-1", 0, WEB), RingMember("r-1", 1, DB)]
+        assert store.create_rings(gates, members) == gates
+        other = [RingGate("r-1", 0, "all", "*")]  # a second driver assigning again gets the first one's rings
+        assert store.create_rings(other, [RingMember("r-1", 0, DB)]) == gates
+        assert store.ring_members("r-1") == members
+        assert store.ring_members("r-1", 1) == [RingMember("r-1", 1, DB, MemberCheck.UNCHECKED, 0, "", None, None)]
+        assert store.ring_gates("r-1")[1].status is GateStatus.WAITING
+
+    def test_a_ring_gate_moves_only_from_the_status_its_caller_read(self, store: Store) -> None:
+        from autopatch.domain.ring_gates import GateStatus, MemberCheck, RingGate, RingMember
+
+        create(store, "r-1")
+        store.create_rings([RingGate("r-1", 0, "canary", "Ring=canary")], [RingMember("r-1", 0, WEB)])
+        store.update_ring_gate("r-1", 0, GateStatus.WAITING, status=GateStatus.PATCHING, started_at="2024-02-14T09:00")
+        with pytest.raises(StateError, match="Patching"):  # another driver moved it first
+            store.update_ring_gate("r-1", 0, GateStatus.WAITING, status=GateStatus.PATCHING)
+        until = "2024-02-14T10:30:00.000+00:00"
+        store.update_ring_gate("r-1", 0, GateStatus.PATCHING, status=GateStatus.SOAKING, soak_until=until)
+        [gate] = store.ring_gates("r-1")
+        assert (gate.status, gate.soak_until, gate.started_at) == (GateStatus.SOAKING, until, "2024-02-14T09:00")
+        store.update_ring_member("r-1", 0, WEB, check=MemberCheck.CHECKING, round=1, command_id="c-1", detail="running")
+        store.update_ring_member("r-1", 0, WEB, check=MemberCheck.FAILED, detail="exit 1", command_id=None)
+        [member] = store.ring_members("r-1", 0)
+        assert (member.check, member.round, member.detail, member.command_id) == (MemberCheck.FAILED, 1, "exit 1", None)
+        with pytest.raises(NotFoundError):
+            store.update_ring_gate("r-1", 5, GateStatus.WAITING, status=GateStatus.PATCHING)
+        with pytest.raises(NotFoundError):
+            store.update_ring_member("r-1", 0, DB, check=MemberCheck.PASSED)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from autopatch.aws.functions import FUNCTIONS, STATE_MACHINES
+from autopatch.aws.run_models import Phase, RingAction
 
 from .aws_support import ROOT
 
@@ -77,7 +78,9 @@ def test_every_wait_for_a_token_has_a_heartbeat_a_timeout_and_catches_both(name:
         for state in scope["States"].values()
         if state.get("Resource", "").endswith(".waitForTaskToken")
     ]
-    assert len(waits) == 3  # the install command, the reboot command, the scan after the reboot
+    # The install command, the reboot command, the scan after the reboot; in the fleet run, a ring
+    # gate's health script too.
+    assert len(waits) == (4 if name == "PatchRunStateMachine" else 3)
     for state in waits:
         assert {"HeartbeatSecondsPath", "TimeoutSecondsPath"} <= set(state)
         caught = [set(catcher["ErrorEquals"]) for catcher in state["Catch"]]
@@ -88,14 +91,19 @@ def test_every_wait_for_a_token_has_a_heartbeat_a_timeout_and_catches_both(name:
 @pytest.mark.parametrize(("name", "path"), MACHINES)
 def test_no_fixed_poll_loop_and_every_error_of_an_iteration_fails_only_that_server(name: str, path: str) -> None:
     machine = load(path)
-    [servers] = [state for state in machine["States"].values() if state["Type"] == "Map"]
-    iteration = servers["ItemProcessor"]["States"]
-    for state_name, state in iteration.items():
-        if state["Type"] == "Wait":
-            assert "Seconds" not in state and state["SecondsPath"] == "$.step.delay"  # each wait chosen by a step
-        if state["Type"] == "Task" and state_name != "FailServer":
-            assert state["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "FailServer"}
-    assert servers["Next"] == "FinishRun" and machine["States"]["FinishRun"]["Next"] == "Notify"
+    servers = machine["States"]["Servers"]
+    maps = [("Servers", "FailServer")] + ([("Checks", "FailCheck")] if "Checks" in machine["States"] else [])
+    for map_name, catcher in maps:
+        iteration = machine["States"][map_name]["ItemProcessor"]["States"]
+        for state_name, state in iteration.items():
+            if state["Type"] == "Wait":
+                assert "Seconds" not in state and state["SecondsPath"] == "$.step.delay"  # each wait chosen by a step
+            if state["Type"] == "Task" and state_name != catcher:
+                assert state["Catch"][-1] == {"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": catcher}
+    after = "NextRing" if name == "PatchRunStateMachine" else "FinishRun"  # the retry machine has no rings
+    assert servers["Next"] == after and machine["States"]["FinishRun"]["Next"] == "RunEnded"
+    ended = machine["States"]["RunEnded"]  # a run its window paused sends no summary: its next execution will
+    assert ended["Default"] == "Notify" and [c["Next"] for c in ended["Choices"]] == ["RunPaused"]
     assert machine["States"]["Notify"].get("End") is True
 
 
@@ -104,3 +112,44 @@ def test_the_retry_machine_runs_the_fleet_runs_own_iteration_for_its_one_server(
     retry = load(STATE_MACHINES["RetryKbStateMachine"])["States"]["Servers"]
     assert retry["ItemProcessor"] == fleet["ItemProcessor"]
     assert fleet["MaxConcurrencyPath"] == "$.max_concurrency" and retry["MaxConcurrency"] == 1
+
+
+def test_the_fleet_run_loops_over_its_rings_through_next_ring_and_routes_on_its_actions() -> None:
+    states = load(STATE_MACHINES["PatchRunStateMachine"])["States"]
+    run_open = states["RunOpen"]
+    routes = {choice.get("StringEquals"): choice["Next"] for choice in run_open["Choices"]}
+    assert routes == {None: "AlreadyFinished", "patch": "Servers", "check": "Checks", "soak": "Soak"}
+    assert set(routes) - {None} | {"finish"} == {str(action) for action in RingAction}
+    assert run_open["Default"] == "FinishRun" and states["Plan"]["Next"] == "RunOpen"
+    assert [states[name]["Next"] for name in ("Servers", "Checks", "Soak")] == ["NextRing"] * 3
+    assert states["NextRing"]["Next"] == "RunOpen" and states["NextRing"]["ResultPath"] == "$"
+    assert states["NextRing"]["Parameters"] == {"run_id.$": "$.run_id", "ring.$": "$.ring"}
+    assert states["Soak"]["SecondsPath"] == "$.ring.delay"  # a Wait of seconds: moto's and a test clock's
+    assert (states["Servers"]["ItemsPath"], states["Checks"]["ItemsPath"]) == ("$.servers", "$.ring.members")
+    checks = states["Checks"]["ItemProcessor"]["States"]
+    assert checks["FailCheck"]["Next"] == "MemberChecked"  # a check that failed is recorded: the gate is judged
+    phases = {choice["StringEquals"] for choice in checks["CheckRoute"]["Choices"]}
+    assert phases == {str(Phase.OFFLINE), str(Phase.SENT)} and checks["CheckRoute"]["Default"] == "MemberChecked"
+    assert (
+        checks["WaitHealthCheck"]["Parameters"]
+        == states["Servers"]["ItemProcessor"]["States"]["WaitCommand"]["Parameters"]
+    )
+
+
+def test_the_retry_machine_has_no_rings() -> None:
+    states = load(STATE_MACHINES["RetryKbStateMachine"])["States"]
+    assert not {"NextRing", "Checks", "Soak"} & set(states)
+    assert states["Servers"]["Next"] == "FinishRun"
+
+
+@pytest.mark.parametrize(("name", "path"), MACHINES)
+def test_a_server_snapshotted_first_goes_to_its_kbs_or_ends_skipped(name: str, path: str) -> None:
+    iteration = load(path)["States"]["Servers"]["ItemProcessor"]["States"]
+    [snapshot_first, start] = iteration["MayStart"]["Choices"]
+    assert snapshot_first["Next"] == "Snapshot" and start["Next"] == "NextKb"
+    assert {c["Variable"] for c in snapshot_first["And"]} == {"$.gate.start", "$.gate.snapshot"}
+    assert iteration["Snapshot"]["Next"] == "Route" and iteration["Snapshot"]["ResultPath"] == "$.step"
+    routes = {c.get("StringEquals"): c["Next"] for c in iteration["Route"]["Choices"] if "Variable" in c}
+    assert routes["snapshot"] == "SnapshotWait" and routes["skipped"] == "ServerSkipped"
+    assert iteration["SnapshotWait"]["Next"] == "Snapshot" and iteration["ServerSkipped"]["Type"] == "Succeed"
+    assert {str(Phase.SNAPSHOT), str(Phase.SKIPPED)} <= set(routes)

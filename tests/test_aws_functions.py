@@ -23,12 +23,13 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from autopatch.access import create_token
-from autopatch.aws import api_handler, install_tasks
+from autopatch.aws import api_handler, check_tasks, install_tasks
 from autopatch.aws.functions import FUNCTIONS, OUTPUT_READ_ACTIONS, function_named
 from autopatch.aws.run_starter import hand_over
 from autopatch.aws.wiring import Runtime, Timing, use_runtime
 from autopatch.domain.patching import KbState
 from autopatch.domain.polling import PollPolicy
+from autopatch.domain.windows import build_window
 from autopatch.engine.planning import start_run
 from autopatch.errors import DeliveryUncertainError, ExecutionError, StoreError, TransientError
 from autopatch.fleet.reports import OfferedUpdate, install_json, scan_json
@@ -86,6 +87,8 @@ class Agent:
                 pending_reboot=self.pending_reboot,
                 last_boot_time=self.booted,
             )
+        if comment == "AutoPatch health check":
+            return "EC2AMAZ-TEST: healthy\n"
         if comment == "AutoPatch reboot":
             self.booted += timedelta(minutes=10)
             self.pending_reboot = False
@@ -195,11 +198,12 @@ def invoke(calls: ApiCalls, name: str, event: dict[str, Any]) -> Any:
 
 
 def drive_a_run_on_step_functions(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Plan, install (its send's fate unknown at first), reboot through SSM, verify, finish, notify."""
+    """Plan, EBS snapshots (--snapshot), install (its send's fate unknown at first), reboot through SSM,
+    verify, finish, notify."""
     instances = world.fleet.list_instances()
     world.store.save_instances(instances, datetime.now(UTC))
     [target] = [i for i in instances if i.instance_id == world.instance_id]
-    run, lease = start_run(world.store, "patch", [target], {"concurrency": 1})
+    run, lease = start_run(world.store, "patch", [target], {"concurrency": 1, "snapshot": True})
     hand_over(world.store, lease)
     recording = RecordingFleet(world.fleet)  # type: ignore[arg-type]
     world.runtime.fleet = UncertainFirstSend(recording)
@@ -212,6 +216,61 @@ def drive_a_run_on_step_functions(world: World, calls: ApiCalls, monkeypatch: py
     assert item.state is KbState.SUCCESS and item.reason == "installed and verified after reboot"
     assert world.store.get_run(run.run_id).status.is_terminal
     assert execution.entered("LookForSend") == 1 and execution.entered("WaitReboot") == 1
+    # The server's EBS volumes were snapshotted (moto's EC2) before its first KB left Pending.
+    snapshot = world.store.run_snapshot(run.run_id, world.instance_id)
+    assert snapshot is not None and str(snapshot.phase) == "started" and snapshot.volumes
+    [started] = [t.at for t in world.store.transitions(run.run_id) if t.to_state == "InProgress"]
+    assert snapshot.started_at is not None and snapshot.started_at <= started
+    assert execution.entered("Snapshot") == 1
+
+
+def skip_a_server_whose_snapshot_fails(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot EC2 refuses skips the server: the reason recorded, its hold on the server released."""
+    instances = [i for i in world.fleet.list_instances() if i.instance_id == world.instance_id]
+    run, lease = start_run(world.store, "patch", instances, {"snapshot": True})
+    hand_over(world.store, lease)
+    server = {"run_id": run.run_id, "instance_id": world.instance_id}
+    invoke(calls, "PlanFunction", {"run_id": run.run_id})
+    assert invoke(calls, "GateFunction", server) == {"start": True, "snapshot": True}
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise ExecutionError("creating the snapshots failed: UnauthorizedOperation: not allowed")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(world.fleet, "create_snapshots", refused)
+        assert invoke(calls, "SnapshotFunction", server)["phase"] == "skipped"
+    skipped = world.store.run_server(run.run_id, world.instance_id)
+    assert skipped.status == "Skipped" and skipped.reason.startswith("snapshot failed: creating the snapshots failed")
+    invoke(calls, "FinishRunFunction", {"run_id": run.run_id})
+
+
+def check_a_ring_that_fails_its_gate(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run with one ring and a health script on Step Functions: the server patched, then checked (online,
+    the script sent through SSM and awaited on its event, its result read), until recording the result
+    fails (the Lambda stopped): FailCheck records the error as the server's check, the gate fails, and the
+    run with it."""
+    instances = [i for i in world.fleet.list_instances() if i.instance_id == world.instance_id]
+    world.store.save_instances(instances, datetime.now(UTC))
+    options = {"concurrency": 1, "rings": "all=*", "health_script": "exit 0"}
+    run, lease = start_run(world.store, "patch", instances, options)
+    hand_over(world.store, lease)
+
+    def unrecorded(*args: Any, **kwargs: Any) -> None:
+        raise ExecutionError("Runtime.ExitError: the Lambda was stopped")
+
+    recording = RecordingFleet(world.fleet)  # type: ignore[arg-type]
+    world.runtime.fleet = recording
+    states = StepFunctions(monkeypatch, calls)
+    with monkeypatch.context() as patched, EventBridge(recording, calls):
+        patched.setattr(check_tasks, "record_health_result", unrecorded)
+        execution = states.execute("PatchRunStateMachine", run.run_id)
+    world.runtime.fleet = world.fleet
+    assert execution.status == "SUCCEEDED", states.errors
+    assert execution.entered("WaitHealthCheck") == 1 and execution.entered("FailCheck") == 1
+    ended = world.store.get_run(run.run_id)
+    assert str(ended.status) == "Failed"  # the last ring's gate: nothing left to halt
+    assert ended.reason.startswith("ring all failed its health gate: ")
+    assert "check failed: ExecutionError: Runtime.ExitError" in ended.reason
 
 
 def fail_each_once_only_task(world: World, calls: ApiCalls, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -222,7 +281,7 @@ def fail_each_once_only_task(world: World, calls: ApiCalls, monkeypatch: pytest.
     hand_over(world.store, lease)
     server = {"run_id": run.run_id, "instance_id": world.instance_id}
     assert invoke(calls, "PlanFunction", {"run_id": run.run_id})["servers"] == [world.instance_id]
-    assert invoke(calls, "GateFunction", server) == {"start": True}
+    assert invoke(calls, "GateFunction", server) == {"start": True, "snapshot": False}
 
     def refused(*args: Any, **kwargs: Any) -> str:
         raise ExecutionError("sending: AccessDeniedException")
@@ -345,6 +404,28 @@ def call_the_api_function(world: World, calls: ApiCalls, monkeypatch: pytest.Mon
         api_handler.asgi_handler.cache_clear()
 
 
+def run_a_window_pass(world: World, calls: ApiCalls) -> None:
+    """The scheduler's pass starts the run of a window that opened, handed to the fleet-run workflow."""
+    states = boto3.client("stepfunctions", region_name=REGION)
+    role = "arn:aws:iam::123456789012:role/autopatch-workflow"
+    machine = states.create_state_machine(name="window-runs", definition=PASS_MACHINE, roleArn=role)["stateMachineArn"]
+    settings = world.runtime.settings
+    world.runtime.settings = settings.model_copy(update={"state_machine_arn": machine})
+    world.store.create_window(build_window("nightly", "0 2 * * *", "4h", "Name=on-prem", cutoff="1h"))
+    opened = datetime(2026, 11, 28, 2, 5, tzinfo=UTC).timestamp()
+    clock = world.runtime.clock
+    world.runtime.clock = lambda: opened
+    try:
+        [action] = invoke(calls, "SchedulerFunction", {})["actions"]
+        assert action["action"] == "started" and action["window"] == "nightly", action
+        [execution] = states.list_executions(stateMachineArn=machine)["executions"]
+        assert execution["name"] == action["run_id"]
+        assert invoke(calls, "SchedulerFunction", {})["actions"] == []  # the occurrence is claimed: once
+    finally:
+        world.runtime.clock = clock
+        world.runtime.settings = settings
+
+
 def fail_a_server(world: World, calls: ApiCalls) -> None:
     """FailServer, the Catch target: the KB in flight and the server fail with the caught error."""
     instances = world.fleet.list_instances()
@@ -376,7 +457,7 @@ def fail_an_install_and_lose_a_server(world: World, calls: ApiCalls, monkeypatch
         hand_over(world.store, lease)
         server = {"run_id": run.run_id, "instance_id": world.instance_id}
         invoke(calls, "PlanFunction", {"run_id": run.run_id})
-        assert invoke(calls, "GateFunction", server) == {"start": True}
+        assert invoke(calls, "GateFunction", server) == {"start": True, "snapshot": False}
         step = invoke(calls, "NextKbFunction", server)
         assert step["phase"] == "sent"  # sent by NextKb
         if dies:  # RecordCommand's Lambda dies between the record and the settle: Settle finishes it
@@ -408,11 +489,16 @@ def recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[ApiCal
             fail_each_once_only_task(world, calls, monkeypatch)
             world.agent.reset()
             drive_a_run_on_step_functions(world, calls, monkeypatch)
+            world.agent.reset()
+            skip_a_server_whose_snapshot_fails(world, calls, monkeypatch)
+            world.agent.reset()
+            check_a_ring_that_fails_its_gate(world, calls, monkeypatch)
             fail_an_install_and_lose_a_server(world, calls, monkeypatch)
             world.agent.reset()
             fail_a_server(world, calls)
             call_the_other_handlers(world, calls, tmp_path)
             call_the_api_function(world, calls, monkeypatch, tmp_path / "msrc")
+            run_a_window_pass(world, calls)
         yield calls
 
 

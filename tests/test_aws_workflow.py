@@ -153,6 +153,109 @@ def three_never_started(outcome: Outcome) -> None:
     assert outcome.execution.entered("NotStarted") == 3
 
 
+# --- rings with health gates (a percentage takes the lowest instance ids first: the canary is the lowest)
+
+HEALTHY = "if (-not (Get-Service W32Time)) { exit 1 }\nexit 0\n"
+NOT_STARTED = "not started: ring canary halted the run"
+
+
+def untouched(outcome: Outcome, server: str) -> set[str]:
+    """The server's KB states, asserted to be those of a server never patched (the plan's, and Pending)."""
+    states = {state for (i, _), state in outcome.states.items() if i == server}
+    assert states <= {"Pending", "Already Installed", "Not Available", "Superseded"}, (server, states)
+    return states
+
+
+def canary_fails_its_kb(fleet: FleetSimulator, ids: list[str]) -> None:
+    fleet.inject_failure(sorted(ids)[0], KB_OCTOBER_OOB, INSTALL_FAILURE, times=1)
+
+
+def second_server_unhealthy(fleet: FleetSimulator, ids: list[str]) -> None:
+    fleet.config = fleet.config.model_copy(update={"health_check_failing_servers": [sorted(ids)[1]]})
+
+
+def halted_by_the_canary(outcome: Outcome, ids: list[str]) -> None:
+    canary, *rest = sorted(ids)
+    assert str(outcome.run.status) == "Halted"
+    assert outcome.run.reason.startswith(f"ring canary failed its health gate: {outcome.names[canary]} ({canary}): ")
+    assert f"{KB_OCTOBER_OOB} Failed" in outcome.run.reason and "0x80070643" in outcome.run.reason
+    assert [(g.name, str(g.status)) for g in outcome.gates] == [("canary", "Failed"), ("rest", "Not Started")]
+    assert outcome.gates[1].reason == NOT_STARTED
+    assert {key[0] for key in outcome.installs} == {canary}  # later rings untouched
+    for server in rest:
+        assert outcome.servers[server] == "Pending" and outcome.waiting_reasons[server] == NOT_STARTED
+        assert "Pending" in untouched(outcome, server)
+    assert len(outcome.summaries) == 1 and outcome.summaries[0].status == "Halted"
+
+
+def gate_halted_before_checking(outcome: Outcome) -> None:
+    """The canary's gate failed at its first check (a KB failed): no server was checked, the next ring never ran."""
+    execution = outcome.execution
+    assert (execution.entered("Servers"), execution.entered("Checks"), execution.entered("Notify")) == (1, 0, 1)
+
+
+def passed_both_gates(outcome: Outcome, ids: list[str]) -> None:
+    all_installed(outcome, ids)
+    canary, *rest = sorted(ids)
+    assert [(g.name, str(g.status)) for g in outcome.gates] == [("canary", "Passed"), ("rest", "Passed")]
+    # The canary checked twice (after patching, after the soak), the last ring once and without a soak.
+    healthy = "online; health script exited 0"
+    assert outcome.checks == {(0, canary): (2, "Passed", healthy)} | {(1, i): (1, "Passed", healthy) for i in rest}
+    canary_gate = outcome.gates[0]
+    assert canary_gate.soak_until is not None and canary_gate.finished_at is not None
+    assert canary_gate.finished_at >= canary_gate.soak_until[:23]
+    assert all(outcome.first_started[i] >= canary_gate.finished_at for i in rest)  # the next ring waited for it
+
+
+def checked_soaked_and_checked_again(outcome: Outcome) -> None:
+    """Three rounds of checks (canary, canary after the soak, rest), each health script awaited on its token."""
+    execution = outcome.execution
+    assert (execution.entered("Servers"), execution.entered("Checks")) == (2, 3)
+    assert execution.entered("WaitHealthCheck") == 5 and execution.entered("Soak") >= 1
+
+
+def halted_by_a_health_script(outcome: Outcome, ids: list[str]) -> None:
+    canary = sorted(ids)[:2]
+    assert str(outcome.run.status) == "Halted"
+    sick = canary[1]
+    assert outcome.run.reason.startswith(
+        f"ring canary failed its health gate: {outcome.names[sick]} ({sick}): health script exited 1"
+    )
+    assert {key: check[1] for key, check in outcome.checks.items() if key[0] == 0} == {
+        (0, canary[0]): "Passed",
+        (0, sick): "Failed",
+    }
+    assert {key[0] for key in outcome.installs} == set(canary)
+
+
+# --- snapshots before patching
+
+
+def first_snapshot_fails(fleet: FleetSimulator, ids: list[str]) -> None:
+    fleet.config = fleet.config.model_copy(update={"snapshot_failing_servers": [sorted(ids)[0]]})
+
+
+def snapshotted_first_and_one_skipped(outcome: Outcome, ids: list[str]) -> None:
+    broken, *others = sorted(ids)
+    assert str(outcome.run.status) == "Failed"
+    assert "1 server(s) not patched (1 snapshot failed: snapshot snap-" in outcome.run.reason
+    assert outcome.servers[broken] == "Skipped"
+    assert outcome.waiting_reasons[broken].startswith("snapshot failed: snapshot snap-")
+    assert "is in state error" in outcome.waiting_reasons[broken]
+    assert "Pending" in untouched(outcome, broken)
+    assert not [key for key in outcome.installs if key[0] == broken]
+    assert str(outcome.snapshots[broken].phase) == "failed"
+    for server in others:
+        snapshot = outcome.snapshots[server]
+        assert outcome.servers[server] == "Done" and str(snapshot.phase) == "started" and snapshot.volumes
+        assert snapshot.started_at is not None and snapshot.started_at <= outcome.first_started[server]
+        assert outcome.states[(server, KB_OCTOBER_OOB)] == "Success"
+
+
+def one_snapshot_task_per_server_and_one_skipped(outcome: Outcome) -> None:
+    assert outcome.execution.entered("Snapshot") >= 4 and outcome.execution.entered("ServerSkipped") == 1
+
+
 SCENARIOS = [
     Scenario("happy_path", all_installed, on_step_functions=few_transitions_per_kb),
     Scenario("a_failed_kb", failed_with_0x80070643, faults=fail_once),
@@ -187,6 +290,35 @@ SCENARIOS = [
     ),
     Scenario("a_server_that_never_comes_back", never_verified, faults=never_returns, reboot_timeout=1.0),
     Scenario("a_retry_of_one_kb", retried_and_installed, faults=fail_once, retry=True),
+    Scenario(
+        "a_canary_failure_halts_the_run",
+        halted_by_the_canary,
+        rings="canary=25%;rest=*",
+        faults=canary_fails_its_kb,
+        on_step_functions=gate_halted_before_checking,
+    ),
+    Scenario(
+        "a_passing_gate_lets_the_next_ring_run",
+        passed_both_gates,
+        rings="canary=25%;rest=*",
+        health_script=HEALTHY,
+        soak_seconds=1,
+        on_step_functions=checked_soaked_and_checked_again,
+    ),
+    Scenario(
+        "a_failing_health_script_halts_the_run",
+        halted_by_a_health_script,
+        rings="canary=50%;rest=*",
+        health_script="exit 0",
+        faults=second_server_unhealthy,
+    ),
+    Scenario(
+        "snapshots_before_patching",
+        snapshotted_first_and_one_skipped,
+        snapshot=True,
+        faults=first_snapshot_fails,
+        on_step_functions=one_snapshot_task_per_server_and_one_skipped,
+    ),
 ]
 
 

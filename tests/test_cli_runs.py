@@ -15,6 +15,7 @@ from autopatch.store.sqlite import SqliteStore
 
 from .conftest import run_cli as run
 from .conftest import xml_path
+from .kev_store_contract import KEV_FILE
 
 
 def test_dry_run_plans_without_installing_and_a_real_run_is_recorded(
@@ -97,6 +98,7 @@ def test_the_demo_runs_offline_end_to_end(
     monkeypatch.setenv("AUTOPATCH_DB", str(tmp_path / "demo.db"))
     monkeypatch.setenv("AUTOPATCH_MSRC_BASE_URL", f"http://127.0.0.1:{port}")
     monkeypatch.setenv("AUTOPATCH_CATALOG_DIR", str(folder))
+    monkeypatch.setenv("AUTOPATCH_KEV_FILE", str(KEV_FILE))  # as ``make demo`` sets it when the file is there
     monkeypatch.setenv("AUTOPATCH_SIMULATOR_SERVERS", "8")
     monkeypatch.setenv("AUTOPATCH_SIMULATOR_TIME_SCALE", "50000")
     monkeypatch.setenv("AUTOPATCH_NOTIFY", "")
@@ -108,6 +110,8 @@ def test_the_demo_runs_offline_end_to_end(
     store = SqliteStore(tmp_path / "demo.db")
     [patch_run] = store.list_runs()
     assert store.counts()["documents"] == 2 and patch_run.status.is_terminal
+    kev = store.kev_catalog_info()
+    assert kev is not None and kev.count == 1404 and "KEV catalog 2025.08.25" in out
     # It ends with the way into the dashboard: an admin token that works, shown once.
     match = re.search(r"\(shown once\):\s*(ap_[A-Za-z0-9_-]+)", out)
     assert match is not None and "makeserve" in unwrapped and "http://127.0.0.1:8080/" in unwrapped

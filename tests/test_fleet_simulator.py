@@ -508,6 +508,7 @@ def test_a_version_1_state_file_opens_and_is_upgraded(catalog: SqliteStore, tmp_
     with sqlite3.connect(state) as db:  # what the first version of the simulator wrote
         db.execute("DROP INDEX commands_unfinished")
         db.execute("DROP INDEX commands_token")
+        db.execute("DROP TABLE snapshots")  # version 3's
         for table, column in (("servers", "reboot_at"), ("servers", "booted_at"), ("commands", "run_seconds")):
             db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         db.execute("PRAGMA user_version = 1")

@@ -19,7 +19,14 @@ from autopatch.store.base import Store
 from autopatch.store.dynamodb import DynamoStore
 from autopatch.store.sqlite import SqliteStore
 
+from .aws_support import serialised_dynamodb
+from .baselines_contract import BaselineStoreContract
+from .fleet_view_contract import FleetViewStoreContract
+from .history_store_contract import HistoryStoreContract
+from .kev_store_contract import KevStoreContract
 from .store_contract import StoreContract
+from .store_snapshot_contract import SnapshotStoreContract
+from .window_store_contract import WindowStoreContract
 
 
 @contextmanager
@@ -55,7 +62,7 @@ def moto_client() -> Any:
 @contextmanager
 def dynamodb_store(folder: Path) -> Iterator[Store]:
     """Both tables on moto, in-process, in a fresh mock per test (a few milliseconds)."""
-    with mock_aws():
+    with serialised_dynamodb(), mock_aws():  # two handles racing for one item: one wins, as on DynamoDB
         store = DynamoStore("contract-catalog", "contract-state", client=moto_client(), sleep=lambda _: None)
         store.create_tables(wait=False)
         try:
@@ -76,5 +83,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield fresh
 
 
-class TestStoreContract(StoreContract):
+@pytest.fixture
+def other_handle(store: Store) -> Iterator[Store]:
+    """A second handle on the same storage as ``store``: another process's view (two schedulers, say)."""
+    if isinstance(store, SqliteStore):
+        other: Store = SqliteStore(store.path)
+    else:
+        assert isinstance(store, DynamoStore)
+        other = DynamoStore(store.catalog_table, store.state_table, client=moto_client(), sleep=lambda _: None)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
+class TestStoreContract(
+    StoreContract,
+    WindowStoreContract,
+    SnapshotStoreContract,
+    BaselineStoreContract,
+    KevStoreContract,
+    HistoryStoreContract,
+    FleetViewStoreContract,
+):
     """Collects the contract once per factory above."""

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
+from contextlib import suppress
 from dataclasses import dataclass, field
+from datetime import date
+from functools import lru_cache
 from typing import Any
 
 from autopatch.catalog.queries import document_month, resolve_products
-from autopatch.domain.catalog import collapse_spaces
+from autopatch.catalog_reads import CatalogReads
+from autopatch.cve_deadlines import DeadlineStore, add_decision_fields, catalog_on, load_deadline_rules, overdue_summary
+from autopatch.domain.catalog import KbFix, collapse_spaces
+from autopatch.domain.deadlines import DEADLINE_COUNTS, DeadlineRules, merged_risk
 from autopatch.domain.exposure import (
     FIX_NONE,
     FIX_NOT_OFFERED,
@@ -25,7 +31,7 @@ from autopatch.domain.exposure import (
     classify_kb,
     summarise,
 )
-from autopatch.domain.fleet import Instance, ScanReport
+from autopatch.domain.fleet_view import ScannedServer
 from autopatch.domain.identifiers import Month, parse_kb, parse_partial_build
 from autopatch.domain.product_catalog import (
     NO_MONTH,
@@ -42,9 +48,18 @@ from autopatch.domain.product_catalog import (
     update_line,
 )
 from autopatch.errors import NotFoundError, shorten
+from autopatch.exposure_rows import (
+    LevelColumns,
+    ServerReader,
+    collector_paused,
+    exposure_rows,
+    scanned_targets,
+    unknown_reason,
+)
 from autopatch.store.base import CatalogStore, Store
 
 
+@lru_cache(maxsize=4096)  # a few hundred documents, tens of thousands of rows naming them
 def _month_sort(document_id: str) -> MonthKey:
     month = document_month(document_id)
     return (month.year, month.month) if month else NO_MONTH
@@ -60,8 +75,13 @@ def _home_months(listings: Counter[tuple[int, str]]) -> dict[int, MonthKey]:
     return {kb: month for kb, (_, month) in home.items()}
 
 
-def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
-    """Every CVE, KB and supersedence edge of one product (exact MSRC name), newest data winning."""
+def load_product_catalog(store: CatalogStore, product: str, reads: CatalogReads | None = None) -> ProductCatalog:
+    """Every CVE, KB and supersedence edge of one product (exact MSRC name), newest data winning.
+
+    ``reads`` shares the chains and other products' KBs between products loaded under one
+    catalog revision (``catalog_reads.py``).
+    """
+    reads = reads if reads is not None else CatalogReads()
     wanted = collapse_spaces(product).casefold()
     products = [p for p in resolve_products(store, product) if p.name.casefold() == wanted]
     if not products:
@@ -70,20 +90,25 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
     records = sorted(store.affected(product_ids), key=lambda r: _month_sort(r.document_id))
     first_month: dict[str, str] = {}
     latest: dict[str, tuple[str | None, str]] = {}
+    risk: dict[str, tuple[date | None, bool, bool]] = {}  # released, exploited, publicly disclosed
     for record in records:
         first_month.setdefault(record.cve, str(document_month(record.document_id) or ""))
         latest[record.cve] = (record.severity, record.title)
+        risk[record.cve] = merged_risk(risk.get(record.cve), record)
     kbs_of: dict[str, set[int]] = defaultdict(set)
     builds: dict[int, list[Build]] = defaultdict(list)
-    facts: dict[int, CatalogKb] = {}
+    facts: dict[int, KbFix] = {}  # the newest listing of each KB
     listings: Counter[tuple[int, str]] = Counter()
-    for fix_record in sorted(store.fixes_for_products(product_ids), key=lambda r: _month_sort(r.document_id)):
+    parsed: dict[str | None, Build | None] = {}  # thousands of rows, a few hundred builds
+    for fix_record in sorted(reads.fixes_for_products(store, product_ids), key=lambda r: _month_sort(r.document_id)):
         fix = fix_record.fix
         kbs_of[fix.cve].add(fix.kb)
         listings[(fix.kb, fix_record.document_id)] += 1
-        if (build := build_of(fix.fixed_build)) is not None:
+        if fix.fixed_build not in parsed:
+            parsed[fix.fixed_build] = build_of(fix.fixed_build)
+        if (build := parsed[fix.fixed_build]) is not None:
             builds[fix.kb].append(build)
-        facts[fix.kb] = CatalogKb(fix.kb, None, fix.subtype, fix.restart_required, download_url=fix.download_url)
+        facts[fix.kb] = fix
     home = _home_months(listings)
     newest = (CatalogKb(kb, builds[kb][-1] if builds[kb] else None, e.subtype, None) for kb, e in facts.items())
     branch = main_branch(newest)
@@ -100,36 +125,51 @@ def load_product_catalog(store: CatalogStore, product: str) -> ProductCatalog:
             for kb, entry in facts.items()
         }
     )
-    edges = _supersedence_graph(store, kbs)
+    edges = _supersedence_graph(store, kbs, reads)
     superseded_by = closure(edges, kbs)
     others = {kb for newer in superseded_by.values() for kb in newer} - kbs.keys()
     cves = tuple(
-        CatalogCve(cve, severity, title, first_month[cve], tuple(sorted(kbs_of.get(cve, ()))))
+        CatalogCve(cve, severity, title, first_month[cve], tuple(sorted(kbs_of.get(cve, ()))), *risk[cve])
         for cve, (severity, title) in sorted(latest.items())
     )
-    line = update_line(kbs, branch, superseded_by, _other_kbs(store, others))
+    line = update_line(kbs, branch, superseded_by, _other_kbs(store, others, reads))
     successors = newest_successors(kbs, superseded_by)
     return ProductCatalog(products[0].name, branch, cves, kbs, superseded_by, line, successors)
 
 
-def _supersedence_graph(store: CatalogStore, kbs: Iterable[int]) -> dict[int, set[int]]:
+def prefetch_catalogs(store: CatalogStore, products: Collection[str], reads: CatalogReads) -> None:
+    """Read together what loading these products' catalogs one by one would read product by product.
+
+    A product the catalog lacks is left to ``load_product_catalog``, which says so.
+    """
+    product_ids = []
+    for name in products if len(products) > 1 else ():
+        wanted = collapse_spaces(name).casefold()
+        with suppress(NotFoundError):
+            product_ids += [p.product_id for p in resolve_products(store, name) if p.name.casefold() == wanted]
+    reads.prefetch_fixes(store, product_ids)
+
+
+def _supersedence_graph(store: CatalogStore, kbs: Iterable[int], reads: CatalogReads) -> dict[int, set[int]]:
     """Who supersedes whom, from the product's KBs onwards across every product's listings."""
     edges: dict[int, set[int]] = {}
     frontier = set(kbs)
     while frontier:
-        found = store.superseded_by(frontier)
+        found = reads.superseded_by(store, frontier)
         edges.update(found)
         frontier = {kb for newer in found.values() for kb in newer} - edges.keys()
     return edges
 
 
-def _other_kbs(store: CatalogStore, kbs: Collection[int]) -> dict[int, tuple[str | None, MonthKey]]:
+def _other_kbs(
+    store: CatalogStore, kbs: Collection[int], reads: CatalogReads
+) -> dict[int, tuple[str | None, MonthKey]]:
     """(subtype, month) of KBs listed under other products only (for the product's update line)."""
     if not kbs:
         return {}
     listings: Counter[tuple[int, str]] = Counter()
     subtypes: dict[int, str | None] = {}
-    for record in sorted(store.fixes_for_kbs(kbs), key=lambda r: _month_sort(r.document_id)):
+    for record in sorted(reads.fixes_for_kbs(store, kbs), key=lambda r: _month_sort(r.document_id)):
         listings[(record.fix.kb, record.document_id)] += 1
         subtypes[record.fix.kb] = record.fix.subtype
     return {kb: (subtypes[kb], month) for kb, month in _home_months(listings).items()}
@@ -161,13 +201,14 @@ def decision_view(decision: CveDecision) -> dict[str, Any]:
 
 
 def assess_facts(
-    store: CatalogStore,
+    store: DeadlineStore,
     product: str,
     build: str,
     installed: Collection[str] = (),
     month: Month | None = None,
     severities: Collection[str] | None = None,
     warnings: Collection[str] = (),
+    as_of: date | None = None,
 ) -> dict[str, Any]:
     """``autopatch assess``: the exposure decision for facts typed in by hand (air-gapped servers).
 
@@ -178,6 +219,8 @@ def assess_facts(
     notes = list(warnings)
     facts = server_facts(build, installed, offered=None)
     catalog = load_product_catalog(store, product)
+    if as_of is not None:  # CVEs and KBs released later do not exist yet
+        catalog = catalog_on(store, catalog, as_of)
     known = _known_kbs(store, facts.installed)
     for kb in sorted(facts.installed - known.keys()):
         notes.append(f"KB{kb} is not in the catalog (no MSRC security fix names it): it was not used")
@@ -191,6 +234,8 @@ def assess_facts(
     ]
     open_decisions = [d for d in decisions if d.status == "open"]
     by_fix = Counter(d.fix for d in open_decisions)
+    views = [decision_view(d) for d in decisions]
+    add_decision_fields(load_deadline_rules(store, as_of), catalog, views)
     return {
         "product": catalog.product,
         "build": ".".join(map(str, facts.build)) if facts.build else build,
@@ -199,8 +244,9 @@ def assess_facts(
             "open": len(open_decisions),
             "fixed": len(decisions) - len(open_decisions),
             **_fix_counts(by_fix),
+            **overdue_summary(views),
         },
-        "cves": [decision_view(d) for d in decisions],
+        "cves": views,
     }
 
 
@@ -259,38 +305,29 @@ UNKNOWN_EXPOSURE = dict.fromkeys(
         "open_no_fix",
         "closing_kbs",
         "offered_kbs",
+        *DEADLINE_COUNTS,
     )
 )
-
-
-def exposure_status(instance: Instance, scan: ScanReport | None, identified: str | None) -> str | None:
-    """Why a server's exposure is unknown (None when it can be assessed)."""
-    if not instance.online:
-        since = f" since {instance.offline_since}" if instance.offline_since else ""
-        return f"offline{since}"
-    if scan is None:
-        return "not scanned"
-    if identified is not None:
-        return f"unidentified: {identified}"
-    return None
 
 
 @dataclass
 class AssessmentMemo:
     """Product catalogs and per-(product, facts) summaries kept across calls while the catalog stays the same.
 
-    Only valid for one catalog revision: ``FleetExposureCache`` drops it when the catalog moves.
-    ``previous`` holds the summaries of the last call: those still used move over, the rest are
-    dropped with it, so the memo never outgrows the fleet's distinct patch levels.
+    Valid for one catalog revision: when the catalog moves, ``FleetExposureCache`` forgets the
+    products the writes touched (``summary_maintenance.forget_products``), or everything when
+    they logged nothing. ``previous`` holds the summaries of the last full call: those still used
+    move over, the rest are dropped with it, so the memo never outgrows the fleet's patch levels.
     """
 
     catalogs: dict[str, ProductCatalog] = field(default_factory=dict)
     summaries: dict[tuple[Any, ...], dict[str, Any]] = field(default_factory=dict)
     previous: dict[tuple[Any, ...], dict[str, Any] | None] = field(default_factory=dict)
+    reads: CatalogReads = field(default_factory=CatalogReads)  # chains and KBs the products share
 
     def next_call(self) -> AssessmentMemo:
         """The memo for the next call under the same catalog: catalogs kept, summaries offered for reuse."""
-        return AssessmentMemo(self.catalogs, previous=dict(self.summaries))
+        return AssessmentMemo(self.catalogs, previous=dict(self.summaries), reads=self.reads)
 
 
 def fleet_exposure(
@@ -299,6 +336,8 @@ def fleet_exposure(
     severities: Collection[str] | None = None,
     with_cves: bool = False,
     memo: AssessmentMemo | None = None,
+    as_of: date | None = None,
+    rules: DeadlineRules | None = None,
 ) -> list[dict[str, Any]]:
     """Per server: open Critical/Important CVE counts and the KBs that close them (from the last scan).
 
@@ -306,40 +345,42 @@ def fleet_exposure(
     ``None``, never zeros that read as "nothing open". Servers with the same product and facts
     (build, installed, offered) share one assessment and one summary: a fleet has far fewer
     distinct patch levels than servers.
-    """
-    from autopatch.scanning import identify, resolve_targets
 
-    instances = resolve_targets(store, instance_ids)
-    scans = store.latest_scans(list(instance_ids) if instance_ids else None)
+    Each row also counts its open overdue CVEs per severity and its open exploited/KEV CVEs under
+    ``rules`` (the stored SLA policy and KEV entries on ``as_of``, today by default); with
+    ``as_of``, CVEs and KBs released after that day do not exist yet.
+    """
+    reader = ServerReader()
     memo = memo if memo is not None else AssessmentMemo()
+    rules = rules if rules is not None else load_deadline_rules(store, as_of)
     catalogs, summaries = memo.catalogs, memo.summaries
     wanted = frozenset(severities) if severities else None
-    rows: list[dict[str, Any]] = []
-    for instance in instances:
-        scan = scans.get(instance.instance_id)
-        identity = identify(instance, scan)
-        row: dict[str, Any] = {
-            "instance_id": instance.instance_id,
-            "name": instance.name,
-            "product": identity.product,
-            "build": scan.build if scan else None,
-            "scanned_at": scan.scanned_at.isoformat(timespec="seconds") if scan else None,
-            "online": instance.online,
-        }
-        unknown = exposure_status(instance, scan, None if identity.identified else identity.reason)
-        if unknown is not None or scan is None or identity.product is None:
-            rows.append(row | {"status": unknown} | UNKNOWN_EXPOSURE | ({"cves": None} if with_cves else {}))
-            continue
+
+    def columns(server: ScannedServer) -> LevelColumns:
+        """The product and the exposure columns of one patch level (every server at it shares them)."""
+        identity = reader.identity(server)
+        unknown = unknown_reason(server, identity)
+        if unknown is not None or identity.product is None:
+            return identity.product, {"status": unknown} | UNKNOWN_EXPOSURE | ({"cves": None} if with_cves else {})
         if identity.product not in catalogs:
-            catalogs[identity.product] = load_product_catalog(store, identity.product)
-        facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
-        key = (identity.product, facts, wanted, with_cves)
+            catalogs[identity.product] = load_product_catalog(store, identity.product, memo.reads)
+            if as_of is not None:
+                catalogs[identity.product] = catalog_on(store, catalogs[identity.product], as_of)
+        facts = reader.facts(server)
+        key = (identity.product, facts, wanted, with_cves, rules.key)
         if key not in summaries:
             summaries[key] = memo.previous.pop(key, None) or _summarise(
-                catalogs[identity.product], facts, wanted, with_cves
+                catalogs[identity.product], facts, wanted, with_cves, rules
             )
-        rows.append(row | summaries[key])
-    return rows
+        return identity.product, summaries[key]
+
+    def columns_of_levels(servers: list[ScannedServer]) -> list[LevelColumns]:
+        products = {product for server in servers if (product := reader.identity(server).product) is not None}
+        prefetch_catalogs(store, products - catalogs.keys(), memo.reads)
+        return [columns(server) for server in servers]
+
+    with collector_paused():  # 100,000 records and rows that all survive: see ``collector_paused``
+        return exposure_rows(scanned_targets(store, instance_ids), columns_of_levels)
 
 
 def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -351,11 +392,16 @@ def fleet_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
         "open_critical": sum(row["open_critical"] for row in assessed),
         "open_important": sum(row["open_important"] for row in assessed),
         "open_total": sum(row["open_total"] for row in assessed),
+        **{name: sum(row.get(name) or 0 for row in assessed) for name in DEADLINE_COUNTS},
     }
 
 
 def _summarise(
-    catalog: ProductCatalog, facts: ServerFacts, severities: frozenset[str] | None, with_cves: bool
+    catalog: ProductCatalog,
+    facts: ServerFacts,
+    severities: frozenset[str] | None,
+    with_cves: bool,
+    rules: DeadlineRules,
 ) -> dict[str, Any]:
     counts = summarise(catalog, facts, frozenset(severities) if severities else None)
     offered = facts.offered or frozenset()
@@ -368,10 +414,12 @@ def _summarise(
         **_fix_counts(dict(counts.open_by_fix)),
         "closing_kbs": [closing_kb_view(catalog, kb, kb in offered) for kb in counts.closing],
         "offered_kbs": [f"KB{kb}" for kb in counts.closing if kb in offered],
+        **rules.counts(catalog, facts, frozenset(severities) if severities else None, counts),
     }
     if with_cves:
         decisions = [d for d in assess(catalog, facts) if severities is None or d.severity in severities]
         summary["cves"] = [decision_view(d) for d in decisions]
+        add_decision_fields(rules, catalog, summary["cves"])
     return summary
 
 

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from autopatch.catalog.queries import parse_severities
 from autopatch.domain.exposure import severity_rank
 from autopatch.domain.fleet import Instance
-from autopatch.domain.patching import RunStatus
+from autopatch.domain.patching import KbState, RunStatus
+from autopatch.engine.exploited_first import EXPLOITED_ONLY
 from autopatch.engine.options import RunOptions
 from autopatch.engine.planning import RunPlan, check_kbs_known, plan_run
+from autopatch.engine.policy import find_baseline, parse_as_of
 from autopatch.engine.report import instance_status
+from autopatch.engine.rings import cancel_rings
 from autopatch.errors import ConflictError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.scanning import (
@@ -62,7 +66,7 @@ def fleet_rows(fleet: FleetAdapter, store: FleetStore, discover: bool = True) ->
 
 def scan_fleet(
     fleet: FleetAdapter,
-    store: FleetStore,
+    store: Store,
     instance_ids: Collection[str] = (),
     on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
@@ -124,7 +128,9 @@ def cancel_run(store: RunStore, run_id: str) -> RunStatus:
     run = store.get_run(run_id)
     if run.status.is_terminal:
         raise ConflictError(f"run: {run_id} is already {run.status}; only unfinished runs can be cancelled")
-    return store.cancel_run(run_id, "cancelled by the operator")
+    status = store.cancel_run(run_id, "cancelled by the operator")
+    cancel_rings(store, run_id)  # --rings: a ring waiting, checking or soaking ends with the run, not later
+    return status
 
 
 def run_rows(store: RunStore, limit: int = 50, offset: int = 0) -> list[dict[str, Any]]:
@@ -173,11 +179,26 @@ def prepare_patch(
     severity: str | None,
     options: RunOptions,
     targets_rule: str,
+    baseline: str | None = None,
+    as_of: str | date | None = None,
+    dry_run: bool = False,
+    as_of_field: str = "as_of",
+    exploited_only: bool = False,
 ) -> PatchRequest:
     """Check a patch request before anything is scanned or written; ``targets_rule`` names the edge's own choices.
 
     ``severity`` "Critical,Important" reads as "Important and above": the least severe one named is the floor.
+    ``baseline`` names a stored baseline for every server (``NotFoundError`` otherwise); without it each
+    server gets the baselines its tags match. ``as_of`` plans as on a past date: a dry run only.
+    ``exploited_only`` keeps only the KBs closing CVEs Microsoft marks exploited or CISA lists (KEV).
     """
+    as_of_day = parse_as_of(as_of, as_of_field)
+    if as_of_day is not None and not dry_run:
+        dry = "--dry-run" if as_of_field.startswith("--") else '"dry_run": true'
+        raise ValidationError(
+            as_of_field, as_of, f"accepted only with {dry}: a plan as on a past date installs nothing"
+        )
+    baseline_name = find_baseline(store, baseline).name if baseline is not None else None
     if sum((all_servers, bool(instance_ids), tag is not None)) != 1:
         raise ValidationError("targets", None, targets_rule)
     tag_filter = parse_tag_filter(tag) if tag is not None else None
@@ -186,6 +207,10 @@ def prepare_patch(
     instances = fleet.list_instances()
     targets = select_targets(instances, instance_ids, tag_filter)
     stored_options = options.as_dict() | {"kbs": known_kbs, "severity": minimum}
+    stored_options |= ({"baseline": baseline_name} if baseline_name else {}) | (
+        {"as_of": as_of_day.isoformat()} if as_of_day else {}
+    )
+    stored_options |= {EXPLOITED_ONLY: True} if exploited_only else {}
     return PatchRequest(instances, targets, known_kbs, minimum, stored_options)
 
 
@@ -197,7 +222,11 @@ def plan_dry_run(
 
 
 def plan_rows(plan: RunPlan) -> list[dict[str, Any]]:
-    """A plan per server: build, KBs in install order, expected reboots, and why a server is left out."""
+    """A plan per server: build, KBs in install order, expected reboots, and why a server is left out.
+
+    ``baseline`` names the baselines the server was judged by; ``held`` lists each KB they (or a
+    known-issue advisory) held back, with the rule that held it (``engine/policy.py``).
+    """
     return [
         {
             "instance_id": server.instance_id,
@@ -206,7 +235,14 @@ def plan_rows(plan: RunPlan) -> list[dict[str, Any]]:
             "build": server.build_before,
             "kbs_in_order": [item.kb for item in plan.pending(server.instance_id)],
             "expected_reboots": plan.expected_reboots(server.instance_id),
+            "open_exploited": server.open_exploited,
             "note": server.reason,
+            "baseline": plan.policy.label(server.instance_id) if plan.policy else "",
+            "held": [
+                {"kb": item.kb, "rule": item.reason}
+                for item in plan.items
+                if item.instance_id == server.instance_id and item.state is KbState.HELD
+            ],
         }
         for server in plan.servers
     ]

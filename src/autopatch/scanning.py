@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from autopatch.domain.fleet import CommandStatus, Instance, ScanReport
 from autopatch.domain.os_identity import OsIdentity, identify_product
@@ -18,6 +19,9 @@ from autopatch.errors import AutoPatchError, NotFoundError, ValidationError
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_scan_output
 from autopatch.store.base import FleetStore
+
+if TYPE_CHECKING:
+    from autopatch.scan_history import HistoryRecordingStore
 
 ProgressCallback = Callable[[int, int, str], None]
 
@@ -40,6 +44,11 @@ def resolve_targets(store: FleetStore, instance_ids: Collection[str]) -> list[In
     return select_targets(store.list_instances(), instance_ids)
 
 
+def unknown_instance(instance_id: str) -> NotFoundError:
+    """The input error for an instance id the store does not know."""
+    return NotFoundError(f"instance_id: {instance_id!r} is not a known instance (run `autopatch fleet list`)")
+
+
 def select_targets(
     instances: Collection[Instance], instance_ids: Collection[str] = (), tag: tuple[str, str] | None = None
 ) -> list[Instance]:
@@ -47,7 +56,7 @@ def select_targets(
     known = {instance.instance_id: instance for instance in instances}
     missing = [instance_id for instance_id in instance_ids if instance_id not in known]
     if missing:
-        raise NotFoundError(f"instance_id: {missing[0]!r} is not a known instance (run `autopatch fleet list`)")
+        raise unknown_instance(missing[0])
     chosen = (
         [known[instance_id] for instance_id in dict.fromkeys(instance_ids)] if instance_ids else list(known.values())
     )
@@ -64,7 +73,7 @@ def select_targets(
 
 def scan_instances(
     fleet: FleetAdapter,
-    store: FleetStore,
+    store: HistoryRecordingStore,
     instances: Collection[Instance],
     policy: PollPolicy = PollPolicy(first_delay=0.5, max_delay=10.0, timeout=900.0),
     on_progress: ProgressCallback | None = None,
@@ -116,7 +125,9 @@ def scan_instances(
                 delay = min(delay, max(0.0, min(hint for hint in hints if hint is not None)))
             sleep(delay)
     if save:
-        store.save_scans(outcome.reports.values())
+        from autopatch.scan_history import store_scans  # here: history assesses, and assessment imports this module
+
+        store_scans(store, outcome.reports.values(), instances)  # and the exposure history they add
     if on_progress:
         on_progress(total, total, "")
     return outcome

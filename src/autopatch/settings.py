@@ -5,6 +5,8 @@
 | AUTOPATCH_DB              | ``autopatch.db``                  | SQLite database file (WAL)               |
 | AUTOPATCH_MSRC_BASE_URL   | ``https://api.msrc.microsoft.com``| MSRC API root (point at a mirror/tests)  |
 | AUTOPATCH_CATALOG_DIR     | unset                             | offline folder of MSRC documents         |
+| AUTOPATCH_KEV_URL         | CISA's JSON feed                  | the KEV catalog (point at a mirror/tests)|
+| AUTOPATCH_KEV_FILE        | unset                             | offline KEV catalog file (the demo's)    |
 | AUTOPATCH_HTTP_TIMEOUT    | ``30``                            | seconds per HTTP request                 |
 | AUTOPATCH_HTTP_RETRIES    | ``4``                             | retries after a 429/5xx/network error   |
 | AUTOPATCH_IMPORT_WORKERS  | ``2``                             | parser processes for folder imports      |
@@ -42,6 +44,11 @@ class Settings(BaseSettings):
     db: Path = Path("autopatch.db")
     msrc_base_url: str = Field(default="https://api.msrc.microsoft.com", pattern=r"^https?://\S+$")
     catalog_dir: Path | None = None
+    kev_url: str = Field(
+        default="https://www.cisa.gov/sites/default/files/feeds/known_exploited_vulnerabilities.json",
+        pattern=r"^https?://\S+$",
+    )
+    kev_file: Path | None = None
     http_timeout: float = Field(default=30.0, gt=0)
     http_retries: int = Field(default=4, ge=1, le=10)
     import_workers: int = Field(default=2, ge=1, le=16)

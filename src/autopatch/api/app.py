@@ -2,10 +2,11 @@
 
 Served: health, instances (list, one, status, scan, reboot), catalog queries and update jobs,
 exposure, runs (list, show, start, retry, cancel, dry-run plans, live events), tokens, the
-audit log and run-time settings, who a token is (``/me``), and the dashboard's static files at ``/``. Runs started
-here are driven in this process by ``RunWorker`` (a thread pool holding the runs' leases; at
-start it resumes runs whose lease expired); runs started with ``autopatch patch`` show up at
-once (the same database).
+audit log and run-time settings, maintenance windows, patch baselines, who a token is (``/me``), and the dashboard's
+static files at ``/``. Runs started here are driven in this process by ``RunWorker`` (a thread pool
+holding the runs' leases; at start it resumes runs whose lease expired); runs started with
+``autopatch patch`` show up at once (the same database). The maintenance-window scheduler runs
+here too (``api/window_scheduler.py``).
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from autopatch.api.errors import describe_failure, install_error_handlers
 from autopatch.api.jobs import JobBoard
 from autopatch.api.models import ErrorBody, Health
 from autopatch.api.rendered import RenderedByRevision
-from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs
+from autopatch.api.routes import access, catalog, exposure, instances, jobs, me, runs, snapshots
+from autopatch.api.routes import baselines as baseline_routes
+from autopatch.api.routes import deadlines as deadline_routes
+from autopatch.api.routes import reports as report_routes
 from autopatch.api.routes import settings as settings_routes
+from autopatch.api.routes import windows as window_routes
 from autopatch.api.run_worker import RunDriver, RunWorker
+from autopatch.api.window_scheduler import serve_scheduler
 from autopatch.errors import AutoPatchError
 from autopatch.exposure_cache import FleetExposureCache
 from autopatch.settings import Settings
@@ -89,16 +95,19 @@ def run_driver(settings: Settings, fleet: FleetProvider) -> RunDriver:
     )
 
 
-def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
+def create_app(settings: Settings, start_worker: bool = True, start_scheduler: bool | None = None) -> FastAPI:
     """The API for ``settings``: every request opens its own store on ``settings.db``.
 
     ``start_worker=False`` leaves unfinished runs alone at start (tests that set runs up by hand);
-    runs submitted through the API are driven either way.
+    runs submitted through the API are driven either way. ``start_scheduler`` (default: as
+    ``start_worker``) runs the maintenance-window scheduler's passes in the background.
     """
     fleet = FleetProvider(settings)
     stores = StorePool(lambda: open_store(settings))
     fleet_summary = FleetExposureCache()
     worker = run_driver(settings, fleet)
+    wants_scheduler = start_worker if start_scheduler is None else start_scheduler
+    scheduler = serve_scheduler(settings, fleet) if wants_scheduler else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -109,7 +118,11 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
         threading.Thread(
             target=warm_fleet_summary, args=(stores, fleet_summary), name="warm-exposure", daemon=True
         ).start()
+        if scheduler is not None:
+            scheduler.start()
         yield
+        if scheduler is not None:
+            scheduler.shutdown()
         worker.shutdown()
         fleet.close()
         stores.close()
@@ -131,14 +144,15 @@ def create_app(settings: Settings, start_worker: bool = True) -> FastAPI:
     app.state.jobs = JobBoard(lambda: open_store(settings), describe_failure)
     install_error_handlers(app)
     app.include_router(health_router(), prefix=API_PREFIX)
-    for module in (instances, exposure, catalog, runs, jobs, access, settings_routes, me):
+    routers = (instances, exposure, catalog, runs, jobs, access, settings_routes, me, snapshots, window_routes)
+    for module in (*routers, baseline_routes, deadline_routes, report_routes):
         app.include_router(module.router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(compat.router, responses=ERROR_RESPONSES)  # the original's seven, at the root
     if settings.cors_origin_list:  # closed by default: no header at all, so browsers refuse cross-origin reads
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origin_list,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],  # PUT: settings, windows and baselines
             allow_headers=["Authorization", "Content-Type"],
         )
     # Last, so every route above wins: the dashboard's static files (no token; they call /api/v1 with one).

@@ -78,6 +78,11 @@ class CveDecisionItem(BaseModel):
     offered: bool | None
     fix: str | None
     title: str
+    kev: bool = Field(False, description="on CISA's KEV catalog by the as-of date (today by default)")
+    exploited: bool = Field(False, description="Microsoft marks it Exploited: Yes")
+    publicly_disclosed: bool = False
+    due: str | None = Field(None, description="YYYY-MM-DD: SLA days from release, or KEV's due date if earlier")
+    overdue: bool = Field(False, description="still open after its due date")
 
 
 class ExposureRow(BaseModel):
@@ -100,6 +105,12 @@ class ExposureRow(BaseModel):
     open_fix_unknown: int | None = None
     closing_kbs: list[ClosingKb] | None
     offered_kbs: list[str] | None
+    overdue_critical: int | None = None
+    overdue_important: int | None = None
+    overdue_moderate: int | None = None
+    overdue_low: int | None = None
+    overdue_total: int | None = None
+    open_exploited: int | None = Field(None, description="open CVEs Microsoft marks exploited or CISA lists (KEV)")
     cves: list[CveDecisionItem] | None = None
 
 
@@ -109,6 +120,12 @@ class ExposureTotals(BaseModel):
     open_critical: int
     open_important: int
     open_total: int
+    overdue_critical: int = 0
+    overdue_important: int = 0
+    overdue_moderate: int = 0
+    overdue_low: int = 0
+    overdue_total: int = 0
+    open_exploited: int = 0
 
 
 class FleetExposure(BaseModel):
@@ -192,6 +209,9 @@ class CatalogCve(BaseModel):
     cwe: list[str]
     exploited: bool | None
     publicly_disclosed: bool | None
+    kev: bool = False
+    due: str | None = None
+    overdue: bool = Field(False, description="its deadline has passed on the as-of date (today by default)")
     kbs: list[CveKb]
 
 

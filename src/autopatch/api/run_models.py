@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from autopatch.api.models import ExposureTotals
+from autopatch.api.snapshot_models import RunServerSnapshot
 from autopatch.domain.patching import RebootPolicy
+from autopatch.domain.rings import HEALTH_SCRIPT_MAX_BYTES, RINGS_TEXT_LIMIT
 
 
 class RunListItem(BaseModel):
@@ -63,6 +65,7 @@ class RunServerView(BaseModel):
     reboots: int
     started_at: str | None
     finished_at: str | None
+    snapshot: RunServerSnapshot | None = Field(default=None, description="EBS snapshots before its first KB")
     kbs: list[RunKb]
 
 
@@ -90,6 +93,7 @@ class RunDetail(BaseModel):
     options: dict[str, Any]
     notifications: list[RunNotification]
     exposure: RunExposure
+    rings: list[RunRingView] = Field(default_factory=list, description="in order; empty for a run without rings")
     servers: list[RunServerView]
 
 
@@ -103,10 +107,43 @@ class RunRequest(BaseModel):
     tag: str | None = Field(default=None, max_length=300, description="KEY=VALUE, e.g. Environment=test")
     kbs: list[str] = Field(default_factory=list, max_length=1000, description="only these KBs")
     severity: str | None = Field(default=None, max_length=200, description="minimum severity, e.g. Important")
-    concurrency: int = Field(default=10, ge=1, le=1000)
-    max_errors: int | None = Field(default=None, ge=1)
+    concurrency: int | Annotated[str, Field(max_length=8)] = Field(
+        default=10, description='servers at once: a count (1-1000), or a share of the run\'s servers such as "10%"'
+    )
+    max_errors: int | Annotated[str, Field(max_length=8)] | None = Field(
+        default=None, description='stop starting servers after this many failed: a count, or a share such as "5%"'
+    )
+    rings: str | None = Field(
+        default=None,
+        max_length=RINGS_TEXT_LIMIT,
+        description='ring by ring, a health gate after each, e.g. "canary=Ring=canary,10%;rest=*"',
+    )
+    health_script: str | None = Field(
+        default=None,
+        max_length=HEALTH_SCRIPT_MAX_BYTES,
+        description="PowerShell text run on each server of a ring at its gate (exit 0 = healthy); admin only",
+    )
+    soak: int | Annotated[str, Field(max_length=20)] | None = Field(
+        default=None,
+        description='after a ring passes its gate, wait this long ("30m", "2h" or seconds), then check again',
+    )
     reboot: RebootPolicy = RebootPolicy.IF_REQUIRED
     dry_run: bool = Field(default=False, description="answer the plan; nothing is installed or stored")
+    baseline: str | None = Field(
+        default=None, max_length=200, description="judge every server by this baseline (default: those its tags match)"
+    )
+    as_of: str | None = Field(
+        default=None, max_length=40, description='with "dry_run": true, plan as on this date (YYYY-MM-DD)'
+    )
+    snapshot: bool = Field(default=False, description="EBS snapshots of each server's volumes before its first KB")
+    exploited_only: bool = Field(
+        default=False, description="only KBs closing CVEs Microsoft marks exploited or CISA lists (KEV)"
+    )
+
+
+class HeldKb(BaseModel):
+    kb: str
+    rule: str = Field(description="the baseline rule or known-issue advisory that held it back")
 
 
 class PlannedServer(BaseModel):
@@ -116,7 +153,36 @@ class PlannedServer(BaseModel):
     build: str | None
     kbs_in_order: list[str]
     expected_reboots: int
+    open_exploited: int = Field(default=0, description="open exploited/KEV CVEs: such servers start first")
     note: str
+    baseline: str = Field(default="", description="the baselines it was judged by (a+b); empty for none")
+    held: list[HeldKb] = Field(default_factory=list, description="KBs held back, each with the rule that held it")
+    ring: str | None = Field(default=None, description="its ring, for a request with rings")
+
+
+class RingServerView(BaseModel):
+    instance_id: str
+    name: str
+    check: str = Field(description="Not Checked, Checking, Passed, Failed or Skipped (not patched)")
+    detail: str
+    checked_at: str | None
+
+
+class RunRingView(BaseModel):
+    """One ring of a run started with rings, and its health gate."""
+
+    name: str
+    selector: str
+    status: str = Field(
+        description="Waiting, Patching, Checking, Soaking, Rechecking, Passed, Failed, Not Started, Cancelled"
+    )
+    reason: str
+    started_at: str | None
+    finished_at: str | None
+    soak_until: str | None
+    soak_remaining_seconds: int | None
+    counts: dict[str, int]
+    servers: list[RingServerView]
 
 
 class RunPlanView(BaseModel):

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from autopatch.admin_settings import effective_settings
 from autopatch.api.deps import FleetProvider
+from autopatch.domain.patching import RunStatus
 from autopatch.engine.driving import begin_patch, drive_run, plan_if_unplanned, plan_patch, prepare_retry
 from autopatch.engine.ownership import RunLease
 from autopatch.errors import StoreError
@@ -63,7 +64,8 @@ class RunWorker:
         """Take over every unfinished run whose lease expired (or whose local owner died), like ``resume``."""
         store = self._open()
         try:
-            unfinished = [run.run_id for run in store.unfinished_runs()]
+            # A Paused run waits for its maintenance window: the scheduler continues it then.
+            unfinished = [run.run_id for run in store.unfinished_runs() if run.status is not RunStatus.PAUSED]
         finally:
             store.close()
         for run_id in unfinished:

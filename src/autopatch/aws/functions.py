@@ -84,6 +84,21 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         timeout=900,
     ),
     _function("GateFunction", f"{_RUN}.gate", _RUN_READ, "dynamodb:UpdateItem"),
+    # --snapshot: EBS snapshots of the server before its first KB (fleet/ec2_snapshots.py); tagged at
+    # creation (TagSpecifications), which IAM authorises as ec2:CreateTags on the new snapshots. The
+    # record is written once under a condition on the run server; a failed one skips (and frees) it.
+    _function(
+        "SnapshotFunction",
+        f"{_RUN}.snapshot",
+        "dynamodb:GetItem",
+        _MOVE,
+        _CHECKED,
+        _RELEASE,
+        "ec2:DescribeInstances",
+        "ec2:CreateSnapshots",
+        "ec2:CreateTags",
+        "ec2:DescribeSnapshots",
+    ),
     # NextKb sends a KB nothing delays (SendInstall's work), RecordCommand settles (Settle's).
     _function("NextKbFunction", f"{_RUN}.next_kb", _RUN_READ, _MOVE, _ONCE, "ssm:SendCommand"),
     _function("SendInstallFunction", f"{_RUN}.send_install", _RUN_READ, _MOVE, _ONCE, "ssm:SendCommand"),
@@ -108,18 +123,29 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         "ssm:DescribeInstanceInformation",
         "ssm:SendCommand",
     ),
-    _function("VerifyFunction", f"{_RUN}.verify", _RUN_READ, _SCANS_READ, _MOVE, "ssm:GetCommandInvocation"),
+    # The verification scan is kept with its exposure history (a batch write of history items).
+    _function(
+        "VerifyFunction",
+        f"{_RUN}.verify",
+        _RUN_READ,
+        _SCANS_READ,
+        _MOVE,
+        "dynamodb:BatchWriteItem",
+        "ssm:GetCommandInvocation",
+    ),
     _function(
         "FinishServerFunction", f"{_RUN}.finish_server", "dynamodb:Query", _SCANS_READ, "dynamodb:UpdateItem", _RELEASE
     ),
     _function("FailServerFunction", f"{_RUN}.fail_server", _RUN_READ, _MOVE, _RELEASE),
-    # The final scan of every server, polled inside the task, then the exposure from the catalog.
+    # The final scan of every server, polled inside the task, then the exposure from the catalog (and
+    # the exposure history the scans extend: scan_history.store_scans). A failed ring gate ends the run.
     _function(
         "FinishRunFunction",
         f"{_RUN}.finish_run",
         _RUN_READ,
         _SCANS_READ,
         _SCANS_WRITE,
+        "dynamodb:BatchWriteItem",
         _CHECKED,
         _RELEASE,
         _LIST_FLEET,
@@ -127,6 +153,17 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         timeout=900,
     ),
     _function("NotifyFunction", f"{_RUN}.notify", _RUN_READ, _ONCE, "sns:Publish"),
+    # --rings: the gates' decisions between the Maps (engine/rings.py), and each server's checks.
+    _function("NextRingFunction", f"{_RUN}.next_ring", _RUN_READ, "dynamodb:UpdateItem"),
+    _function(
+        "CheckMemberFunction",
+        f"{_RUN}.check_member",
+        _RUN_READ,
+        "dynamodb:UpdateItem",
+        "ssm:DescribeInstanceInformation",
+        _COMMAND,
+    ),
+    _function("FailCheckFunction", f"{_RUN}.fail_check", "dynamodb:Query", "dynamodb:UpdateItem"),
     _function(
         "CommandEventsFunction",
         "autopatch.aws.command_events.handler",
@@ -134,7 +171,8 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         "states:SendTaskSuccess",
         description="EventBridge: EC2 Command Invocation Status-change Notification (terminal statuses)",
     ),
-    _function("DiscoverFunction", f"{_OPS}.discover", "dynamodb:UpdateItem", _LIST_FLEET),
+    # Discovery saves the fleet with a move of its change counter (read, then put in the same transaction).
+    _function("DiscoverFunction", f"{_OPS}.discover", "dynamodb:GetItem", _MOVE, _LIST_FLEET),
     # A catalog update imports megabytes of MSRC documents (a month is thousands of items).
     _function(
         "CatalogUpdateFunction",
@@ -147,9 +185,30 @@ FUNCTIONS: tuple[LambdaFunction, ...] = (
         description="monthly schedule (after Patch Tuesday) and on demand",
     ),
     _function(
-        "ScanFunction", f"{_OPS}.scan", "dynamodb:Query", _SCANS_READ, _SCANS_WRITE, _LIST_FLEET, _COMMAND, timeout=900
+        "ScanFunction",
+        f"{_OPS}.scan",
+        _RUN_READ,
+        _SCANS_READ,
+        _SCANS_WRITE,
+        "dynamodb:BatchWriteItem",  # the exposure history the scans extend (scan_history.store_scans)
+        _LIST_FLEET,
+        _COMMAND,
+        timeout=900,
     ),
     _function("RebootInstanceFunction", f"{_OPS}.reboot", "dynamodb:GetItem", _LIST_FLEET, "ssm:SendCommand"),
+    # Maintenance windows: a pass every minute starts, continues and takes over the windows' runs.
+    _function(
+        "SchedulerFunction",
+        f"{_OPS}.schedule",
+        _RUN_READ,
+        _SCANS_READ,
+        "dynamodb:BatchWriteItem",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        _LIST_FLEET,
+        "states:StartExecution",
+        description="EventBridge schedule: maintenance windows (autopatch scheduler --once)",
+    ),
     # The HTTP API (the app of ``autopatch serve`` through Mangum): every route's store reads and
     # writes, the original's fleet discovery and catalog import, scans and reboots, runs handed to
     # Step Functions, catalog jobs handed to CatalogUpdateFunction. API Gateway stops waiting at 29 s.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -31,6 +31,7 @@ from autopatch.domain.patching import KbState, RebootPolicy
 from autopatch.domain.runs import Attempt, RunItem
 from autopatch.engine import steps
 from autopatch.engine.options import RunOptions
+from autopatch.engine.windows import window_holds_server
 from autopatch.errors import TransientError
 
 _PHASES = {"sending": Phase.SENDING, "sent": Phase.SENT, "transient": Phase.TRANSIENT}
@@ -64,12 +65,18 @@ def next_kb(runtime: Runtime, task: ServerTask, context: LambdaContext | None = 
     A KB to send now is sent in this task (``send_install``, once per attempt); one to send after a
     backoff is left to the Backoff Wait and SendInstall. An attempt that never ran is sent again
     after ``steps.resend_delay`` (the local engine's rule); a KB that step fails for good is passed
-    over for the next one.
+    over for the next one. A new KB is not started once the run's maintenance window has passed
+    its cutoff (``windows.window_holds_server``, as the local engine asks): ``none`` and ``held``.
     """
     store, timing = runtime.store, runtime.timing
     keep_driving(runtime, task.run_id)
     options = run_options(runtime, task.run_id)
-    while (item := steps.next_kb(store, task.run_id, task.instance_id, options.reboot)) is not None:
+    now = datetime.fromtimestamp(runtime.clock(), UTC)
+    while True:
+        held = window_holds_server(store, task.run_id, task.instance_id, options.reboot, now)
+        item = None if held else steps.next_kb(store, task.run_id, task.instance_id, options.reboot)
+        if item is None:
+            break
         last = steps.latest_attempt(store, item)
         if last is not None and last.phase != "transient":
             return step_of(item, last)
@@ -84,7 +91,7 @@ def next_kb(runtime: Runtime, task: ServerTask, context: LambdaContext | None = 
         return send_install(runtime, StepTask(run_id=task.run_id, instance_id=task.instance_id, step=step), context)
     at_end = options.reboot is RebootPolicy.ALWAYS_AT_END
     waiting = at_end and bool(steps.waiting_for_reboot(store, task.run_id, task.instance_id))
-    return Step(phase=Phase.NONE, reboot=waiting)
+    return Step(phase=Phase.NONE, reboot=waiting, held=held)
 
 
 def send_install(runtime: Runtime, task: StepTask, context: LambdaContext | None = None) -> Step:

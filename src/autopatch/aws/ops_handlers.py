@@ -1,8 +1,8 @@
-"""Lambda entry points for the fleet and the catalog: discovery, catalog update, scan, reboot.
+"""Lambda entry points for the fleet, the catalog and the windows: discovery, catalog update, scan, reboot, schedule.
 
-The same operations as ``autopatch fleet list``, ``catalog update``, ``fleet scan`` and ``reboot``,
-through the same functions (``scanning``, ``catalog.update``, ``operations``): a schedule or the
-API invokes them, each parses its input and calls one of them.
+The same operations as ``autopatch fleet list``, ``catalog update``, ``fleet scan``, ``reboot`` and
+``scheduler --once``, through the same functions (``scanning``, ``catalog.update``, ``operations``,
+``engine.scheduler``): a schedule or the API invokes them, each parses its input and calls one of them.
 """
 
 from __future__ import annotations
@@ -17,8 +17,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from autopatch.api.jobs import catalog_update_work, run_job
 from autopatch.aws.run_models import InstanceId
+from autopatch.aws.run_starter import start_workflow
 from autopatch.aws.wiring import runtime
 from autopatch.catalog.update import refresh_catalog
+from autopatch.engine.ownership import RunLease
+from autopatch.engine.scheduler import schedule_pass
 from autopatch.operations import reboot_instance, scan_fleet
 from autopatch.scanning import discover_instances
 
@@ -84,3 +87,26 @@ def reboot(event: Event, context: LambdaContext) -> Event:
     request = parse(event=event, model=RebootRequest)
     reboot_instance(runtime().fleet, runtime().store, request.instance_id)
     return {"rebooted": request.instance_id}
+
+
+@logger.inject_lambda_context(clear_state=True)
+def schedule(event: Event, context: LambdaContext) -> Event:
+    """One pass of the maintenance-window scheduler (an EventBridge schedule, every minute by default).
+
+    The pass is ``autopatch scheduler --once``'s: it starts the runs of windows that opened,
+    continues the paused runs of a window that opened again, and takes over window runs whose
+    driver went silent. Each run it launches is handed to the fleet-run workflow; a continued run
+    gets an execution named after the run and the moment it continues.
+    """
+    current = runtime()
+    machine = current.settings.state_machine_arn
+    if machine is None:
+        raise ValueError("AUTOPATCH_STATE_MACHINE_ARN: the scheduler's runs need the fleet-run workflow")
+
+    def launch(lease: RunLease, why: str) -> None:
+        name = None if why == "started" else f"{lease.run_id}-{int(current.clock())}"
+        start_workflow(current.store, current.states, machine, lease, f"scheduler ({why})", name)
+
+    at = datetime.fromtimestamp(current.clock(), UTC)
+    actions = schedule_pass(current.store, current.fleet, at, launch)
+    return {"actions": [action.as_row() for action in actions]}

@@ -27,6 +27,7 @@ from autopatch.domain.runs import Attempt, RunItem
 from autopatch.engine import steps
 from autopatch.errors import AutoPatchError, StoreError, TransientError
 from autopatch.fleet.reports import parse_scan_output
+from autopatch.scan_history import store_scans
 from autopatch.store.base import now
 
 
@@ -189,7 +190,7 @@ def _read_scan(runtime: Runtime, task: StepTask) -> ScanReport | None:
         raise
     except AutoPatchError:
         return None
-    runtime.store.save_scans([report])
+    store_scans(runtime.store, [report])  # kept with its exposure history, as every scan the engine reads
     return report
 
 

@@ -1,7 +1,8 @@
 """The Lambda entry points of the two patch-run state machines (``deploy/statemachines/*.asl.json``).
 
 Each is a few lines: parse the task's input (pydantic, through Powertools' parser), call one task
-of ``run_tasks``, ``install_tasks`` or ``reboot_tasks`` with this container's runtime, and return
+of ``run_tasks``, ``install_tasks``, ``reboot_tasks``, ``ring_tasks``, ``check_tasks`` or
+``snapshot_tasks`` with this container's runtime, and return
 the small JSON the state machine routes on. Every exception propagates: Retry and Catch in the
 definitions match on its class name (``StoreError``, ``TransientError``…), and whatever is left is
 caught into FailServer, as the local engine fails one server and goes on with the others.
@@ -15,8 +16,17 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.parser import parse
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from autopatch.aws import install_tasks, reboot_tasks, run_tasks
-from autopatch.aws.run_models import FailedTask, RunTask, ServerTask, StepTask, TokenTask
+from autopatch.aws import check_tasks, install_tasks, reboot_tasks, ring_tasks, run_tasks, snapshot_tasks
+from autopatch.aws.run_models import (
+    CheckTask,
+    FailedCheck,
+    FailedTask,
+    RingTask,
+    RunTask,
+    ServerTask,
+    StepTask,
+    TokenTask,
+)
 from autopatch.aws.wiring import runtime
 
 logger = Logger(service="autopatch")
@@ -42,6 +52,14 @@ def plan(event: Event, context: LambdaContext) -> Event:
 def gate(event: Event, context: LambdaContext) -> Event:
     """May this server start (``--max-errors``)?"""
     return run_tasks.gate(runtime(), parse(event=event, model=ServerTask))
+
+
+@logger.inject_lambda_context(clear_state=True)
+def snapshot(event: Event, context: LambdaContext) -> Event:
+    """``--snapshot``: one turn of the server's EBS snapshots before its first KB (started, skipped, or look again)."""
+    task = parse(event=event, model=ServerTask)
+    logger.append_keys(run_id=task.run_id, instance_id=task.instance_id)
+    return snapshot_tasks.snapshot(runtime(), task).model_dump(mode="json")
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -114,6 +132,30 @@ def fail_server(event: Event, context: LambdaContext) -> Event:
     task = parse(event=event, model=FailedTask)
     logger.append_keys(run_id=task.run_id, instance_id=task.instance_id, error=task.error.error)
     return run_tasks.fail_server(runtime(), task)
+
+
+@logger.inject_lambda_context(clear_state=True)
+def next_ring(event: Event, context: LambdaContext) -> Event:
+    """``--rings``: after a ring's servers, a round of checks or a soak, what the run does next."""
+    task = parse(event=event, model=RingTask)
+    logger.append_keys(run_id=task.run_id, ring=task.ring.position, action=str(task.ring.action))
+    return ring_tasks.next_ring(runtime(), task).model_dump(mode="json")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def check_member(event: Event, context: LambdaContext) -> Event:
+    """One look at one server of a ring's gate: online, its health script, or look again."""
+    task = parse(event=event, model=CheckTask)
+    logger.append_keys(run_id=task.run_id, instance_id=task.instance_id, ring=task.position)
+    return check_tasks.check_member(runtime(), task).model_dump(mode="json")
+
+
+@logger.inject_lambda_context(clear_state=True)
+def fail_check(event: Event, context: LambdaContext) -> Event:
+    """The Catch target of a server's check: its error recorded as the server's failed check."""
+    task = parse(event=event, model=FailedCheck)
+    logger.append_keys(run_id=task.run_id, instance_id=task.instance_id, ring=task.position, error=task.error.error)
+    return check_tasks.fail_check(runtime(), task)
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -8,6 +8,7 @@ restarted task decides from the stored states, never from a stale payload.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -53,6 +54,8 @@ class Phase(StrEnum):
     AGAIN = "again"  # the scan does not prove the reboot yet: look again after ``delay`` s
     DONE = "done"  # nothing more for this KB (or reboot): take the next one
     NONE = "none"  # no KB left: the at-end reboot first when ``reboot``, then the server's end
+    SNAPSHOT = "snapshot"  # --snapshot: the server's snapshots have not started yet: look again after ``delay`` s
+    SKIPPED = "skipped"  # --snapshot: the snapshot failed, the server is skipped (nothing installed)
 
 
 class Step(BaseModel):
@@ -68,6 +71,7 @@ class Step(BaseModel):
     deadline: float | None = None  # epoch seconds: waiting for a rebooted server gives up then
     polls: int = Field(default=0, ge=0)  # looks at a rebooting server so far (their delays grow)
     reboot: bool = False  # phase none: KBs wait for the at-end reboot
+    held: bool = False  # phase none: the run's maintenance window takes no new KB; the server's end waits
 
 
 class RunTask(BaseModel):
@@ -104,11 +108,66 @@ class TaskError(BaseModel):
     error: str = Field(alias="Error", max_length=256)
     cause: str = Field(default="", alias="Cause")
 
+    def described(self) -> str:
+        """``<error>: <message>``, worded as the local engine words an exception (a Lambda error's cause
+        is JSON with ``errorMessage``; a States error's is plain text)."""
+        try:
+            parsed = json.loads(self.cause)
+        except ValueError:
+            return f"{self.error}: {self.cause}"
+        message = parsed.get("errorMessage", self.cause) if isinstance(parsed, dict) else self.cause
+        return f"{self.error}: {message}"
+
 
 class FailedTask(ServerTask):
     """FailServer's input: the iteration's state with the caught error."""
 
     error: TaskError
+
+
+class CheckTask(StepTask):
+    """CheckMember's input: one server of the ring at ``position`` whose gate checks it, and the last look."""
+
+    position: int = Field(ge=0)
+
+
+class FailedCheck(ServerTask):
+    """FailCheck's input: a server's check that ended in an error, to be recorded as the check's failure."""
+
+    position: int = Field(ge=0)
+    error: TaskError
+
+
+class RingAction(StrEnum):
+    """What a run with rings does next; the fleet run's RunOpen routes on these values."""
+
+    PATCH = "patch"  # the Servers Map over ``servers`` (a ring's, or every unfinished one)
+    CHECK = "check"  # the Checks Map over ``ring.members``: the gate's round of checks
+    SOAK = "soak"  # the Soak Wait of ``ring.delay`` seconds, then NextRing again
+    FINISH = "finish"  # FinishRun: every ring passed, a gate failed, the run was cancelled or held
+
+
+class RingStep(BaseModel):
+    """NextRing's answer (and Plan's first one): the action, and what NextRing needs to read it back.
+
+    NextRing decides from the stored gates; the step only says what the workflow did last (a
+    ring's servers patched, a round of checks run), which the gates alone cannot tell.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    action: RingAction
+    position: int | None = Field(default=None, ge=0)  # the ring (None: a run without rings, or a sweep)
+    round: int = Field(default=0, ge=0, le=2)  # check: the gate's round
+    members: list[InstanceId] = Field(default_factory=list)  # check: the servers to check
+    delay: int = Field(default=0, ge=0)  # soak: seconds to wait before looking again
+    sweep: bool = False  # patch: a cancelled run's last pass over its unfinished servers (their KBs cancelled)
+
+
+class RingTask(RunTask):
+    """NextRing's input: the run and what the workflow just did."""
+
+    ring: RingStep
 
 
 class WaitTimes(BaseModel):
@@ -119,11 +178,13 @@ class WaitTimes(BaseModel):
 
 
 class PlanResult(BaseModel):
-    """Plan's answer: the servers to iterate over, how many at once, and the waits' limits."""
+    """Plan's answer (and NextRing's): the servers to iterate over, how many at once, the waits' limits,
+    and what the run does next (``ring``: its rings, or the one pass over every server of a run without)."""
 
     run_id: str
     kind: str
     finished: bool  # the run was already over: nothing to drive, nobody to notify again
-    servers: list[str]
+    servers: list[str]  # ring.action patch: the Servers Map's items
     max_concurrency: int = Field(ge=1)
     timing: WaitTimes
+    ring: RingStep

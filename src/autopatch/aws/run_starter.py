@@ -81,15 +81,29 @@ class StepFunctionsRuns:
             store.close()
 
     def _start(self, store: Store, lease: RunLease, machine_arn: str, actor: str) -> None:
-        owner = hand_over(store, lease)
-        payload = {"run_id": lease.run_id, "owner": owner, "started_by": actor}
+        start_workflow(store, self._client, machine_arn, lease, actor)
+
+
+def start_workflow(
+    store: Store, client: Any, machine_arn: str, lease: RunLease, actor: str, execution_name: str | None = None
+) -> str:
+    """Hand the run to its workflow and start one execution (named after the run unless told otherwise).
+
+    A run continued in a later maintenance window gets an execution of its own, with another name:
+    Step Functions keeps the names of ended executions for 90 days. A workflow that cannot start
+    fails the run and frees its servers, rather than leaving it waiting for nobody.
+    """
+    owner = hand_over(store, lease)
+    payload = {"run_id": lease.run_id, "owner": owner, "started_by": actor}
+    name = execution_name or lease.run_id
+    try:
+        client.start_execution(stateMachineArn=machine_arn, name=name, input=json.dumps(payload))
+    except Exception as exc:  # botocore's errors: the run must not wait for a workflow that never started
+        reason = f"the workflow could not be started: {type(exc).__name__}: {exc}"[:500]
         try:
-            self._client.start_execution(stateMachineArn=machine_arn, name=lease.run_id, input=json.dumps(payload))
-        except Exception as exc:  # botocore's errors: the run must not wait for a workflow that never started
-            reason = f"the workflow could not be started: {type(exc).__name__}: {exc}"[:500]
-            try:
-                store.set_run_status(lease.run_id, RunStatus.FAILED, reason)
-                store.release_run(lease.run_id, owner)
-            except StoreError:
-                pass
-            raise ExecutionError(reason) from exc
+            store.set_run_status(lease.run_id, RunStatus.FAILED, reason)
+            store.release_run(lease.run_id, owner)
+        except StoreError:
+            pass
+        raise ExecutionError(reason) from exc
+    return name

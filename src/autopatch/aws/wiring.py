@@ -44,6 +44,9 @@ _DEFAULTS = RunOptions()
 ONLINE_POLL = PollPolicy(first_delay=30.0, factor=2.0, max_delay=120.0, timeout=_DEFAULTS.reboot_timeout)
 # The final scan before a run turns terminal (``record_exposure_after``), polled inside FinishRun.
 FINAL_SCAN_POLL = PollPolicy(first_delay=1.0, factor=1.6, max_delay=10.0, timeout=600.0)
+# Looks at a server's EBS snapshots until EC2 lists them started (``--snapshot``): usually seconds,
+# a minute at most between looks (``snapshot_tasks.look_again_after``).
+SNAPSHOT_POLL = PollPolicy(first_delay=5.0, factor=2.0, max_delay=60.0, timeout=_DEFAULTS.snapshot_timeout)
 
 
 class AwsSettings(BaseSettings):
@@ -74,6 +77,7 @@ class Timing:
     wait_timeout_seconds: int = int(_DEFAULTS.install_timeout)
     online_poll: PollPolicy = ONLINE_POLL
     scan_poll: PollPolicy = FINAL_SCAN_POLL
+    snapshot_poll: PollPolicy = SNAPSHOT_POLL
     lookups: int = 3  # a send of unknown fate is looked for this many times (as ``Engine._install``)...
     lookup_delay: float = 2.0  # ...this far apart: ListCommands shows a new command only after a moment
 

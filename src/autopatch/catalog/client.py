@@ -75,9 +75,9 @@ def _retry_after(response: httpx.Response) -> float | None:
         return None
 
 
-def _describe(exc: httpx.TransportError, timeout: float) -> str:
+def _describe(exc: httpx.TransportError, timeout: float, service: str = "the MSRC API") -> str:
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.ProxyError):
-        return f"no route to the MSRC API (offline?): {exc or type(exc).__name__}"
+        return f"no route to {service} (offline?): {exc or type(exc).__name__}"
     if isinstance(exc, httpx.TimeoutException):
         return f"no answer within {timeout:g}s"
     return f"connection failed ({type(exc).__name__}: {exc})"
@@ -189,6 +189,23 @@ class MsrcClient:
             if url is not None and url in seen:
                 raise DocumentFormatError(f"{echo(url)}: the SUG API paged back to a page already read")
 
+    def fetch_bytes(self, url: str, limit: int, what: str, service: str) -> bytes:
+        """GET any ``url`` (CISA's KEV feed too) with this client's timeout, retries and backoff: the body,
+        refused past ``limit`` bytes. ``service`` names the source in the error when it cannot be reached."""
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError("url", url, "must be an http(s) URL")
+
+        def receive(response: httpx.Response) -> bytes:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > limit:
+                    raise DocumentFormatError(f"{echo(response.request.url)}: more than {limit // MIB} MiB of {what}")
+            return bytes(body)
+
+        return self._get(url, {"Accept": "application/json"}, receive, service=service)
+
     def _onto_base(self, link: str, current: str) -> str:
         """Rewrite an absolute nextLink onto our base URL, so a mirror or a recording stays in use.
 
@@ -208,6 +225,7 @@ class MsrcClient:
         receive: Callable[[httpx.Response], _T],
         params: dict[str, str] | None = None,
         allow_missing: bool = False,
+        service: str = "the MSRC API",
     ) -> _T:
         """GET with retries; ``receive`` streams the body of the first answer worth keeping.
 
@@ -224,7 +242,7 @@ class MsrcClient:
                     if (retry_after := _retry_after(response)) is not None:
                         delay = retry_after
             except httpx.TransportError as exc:
-                failure = _describe(exc, self._timeout)
+                failure = _describe(exc, self._timeout, service)
             except httpx.HTTPError as exc:  # decoding errors, redirect loops: retrying cannot help
                 raise SourceUnavailableError(f"GET {url}: {type(exc).__name__}: {exc}") from exc
             if attempt + 1 < self._attempts:

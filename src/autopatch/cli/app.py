@@ -13,11 +13,17 @@ from typing import Annotated
 
 import typer
 
-from autopatch.cli import access, admin, catalog, fleet, patch
+from autopatch.cli import access, admin, catalog, fleet, patch, snapshots
+from autopatch.cli import kev as kev_cli
+from autopatch.cli import sla as sla_cli
+from autopatch.cli.baselines import app as baseline_app
 from autopatch.cli.context import CliContext, load_settings
 from autopatch.cli.demo import demo_command
 from autopatch.cli.exposure import assess_command
+from autopatch.cli.reports import app as report_app
 from autopatch.cli.serve import serve_command
+from autopatch.cli.windows import app as window_app
+from autopatch.cli.windows import scheduler_command
 from autopatch.errors import ExecutionError, InputError, shorten
 
 app = typer.Typer(
@@ -43,6 +49,13 @@ app.command("serve")(serve_command)
 app.add_typer(access.app, name="token")
 app.command("audit")(access.audit_command)
 app.add_typer(admin.app, name="settings")
+app.add_typer(baseline_app, name="baseline")
+app.add_typer(window_app, name="window")
+app.command("scheduler")(scheduler_command)
+app.add_typer(snapshots.app, name="snapshots")
+app.add_typer(kev_cli.app, name="kev")
+app.add_typer(sla_cli.app, name="sla")
+app.add_typer(report_app, name="report")
 
 
 @app.callback()

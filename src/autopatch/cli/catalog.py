@@ -12,7 +12,10 @@ from autopatch.catalog.ingest import ImportSummary, import_paths
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
+from autopatch.cli.views import risk_flags
+from autopatch.cve_deadlines import add_catalog_fields
 from autopatch.domain.identifiers import parse_cve, parse_month
+from autopatch.engine.policy import parse_as_of
 
 app = typer.Typer(help="The MSRC catalog: CVE → product → KB.", no_args_is_help=True)
 
@@ -100,9 +103,11 @@ def cves_command(
     month: Annotated[str | None, typer.Option(help="MSRC monthly release, YYYY-MM")] = None,
     severity: Annotated[list[str] | None, typer.Option(help="Critical,Important,…")] = None,
     cve: Annotated[list[str] | None, typer.Option(help="only these CVE ids")] = None,
+    as_of: Annotated[str | None, typer.Option(help="deadlines and KEV on YYYY-MM-DD; later CVEs left out")] = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """CVEs affecting a product, one row per (CVE, product), with the KBs that fix them."""
+    """CVEs affecting a product, one row per (CVE, product), with the KBs that fix them and their deadlines."""
+    day = parse_as_of(as_of)
     rows = queries.find_cves(
         _context(ctx).store,
         product,
@@ -110,8 +115,10 @@ def cves_command(
         severities=queries.parse_severities(severity) if severity is not None else None,
         cves=[parse_cve(value) for value in cve] if cve is not None else None,
     )
+    rows = add_catalog_fields(_context(ctx).store, rows, day)
     if output is OutputFormat.table:
-        columns = ("cve", "month", "severity", "cvss_base", "kbs", "title")
+        rows = [row | {"flags": risk_flags(row, with_overdue=False)} for row in rows]
+        columns = ("cve", "month", "severity", "due", "flags", "kbs", "title")
         render(rows, output, columns=columns, title=f"CVEs of {product}: {len(rows)}", headers={"cvss_base": "cvss"})
     else:
         render(rows, output)

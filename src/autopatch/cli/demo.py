@@ -30,7 +30,7 @@ from autopatch.domain.summary import ServerSummary
 from autopatch.engine.driving import begin_patch, drive_run, plan_patch
 from autopatch.engine.options import RunOptions
 from autopatch.engine.report import build_summary
-from autopatch.errors import NotFoundError, SourceUnavailableError, ValidationError
+from autopatch.errors import DocumentFormatError, NotFoundError, SourceUnavailableError, ValidationError
 from autopatch.operations import PatchRequest
 from autopatch.scanning import discover_instances, scan_instances
 from autopatch.wiring import fleet_poll
@@ -45,7 +45,8 @@ SERVER_PRODUCTS = (
 )
 
 
-def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
+def _build_catalog(context: CliContext, out: Console) -> tuple[ImportSummary, bool]:
+    """The catalog, and whether Microsoft answered (online)."""
     from autopatch.catalog.client import MsrcClient
     from autopatch.catalog.update import default_months, update_catalog
 
@@ -56,7 +57,7 @@ def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
             with progress_bar(context.console, "Fetching from MSRC") as on_progress:
                 summary = update_catalog(context.store, client, first, last, "cvrf", on_progress)
             out.print(f"Fetched {first}…{last} live from {settings.msrc_base_url}.")
-            return summary
+            return summary, True
     except SourceUnavailableError as exc:
         out.print(f"[yellow]Offline[/]: {exc}")
     folder = settings.catalog_dir
@@ -68,7 +69,33 @@ def _build_catalog(context: CliContext, out: Console) -> ImportSummary:
         )
     out.print(f"Importing the monthly documents in {folder} instead.")
     with progress_bar(context.console, "Importing") as on_progress:
-        return import_paths(context.store, [folder], on_progress, workers=settings.import_workers)
+        return import_paths(context.store, [folder], on_progress, workers=settings.import_workers), False
+
+
+def _build_kev(context: CliContext, out: Console, online: bool) -> None:
+    """CISA's KEV catalog: the file in ``AUTOPATCH_KEV_FILE`` (``make demo`` points it at the team's copy),
+    else the live feed when Microsoft answered; without either, exploited-first rests on MSRC's flags."""
+    from autopatch.catalog.client import MsrcClient
+    from autopatch.catalog.kev import fetch_kev, import_kev_file
+
+    settings = context.settings
+    try:
+        if settings.kev_file is not None and settings.kev_file.is_file():
+            summary = import_kev_file(context.store, settings.kev_file)
+        elif not online:
+            out.print("No KEV catalog offline (AUTOPATCH_KEV_FILE is not set): exploited-first uses MSRC's flags only.")
+            return
+        else:
+            with MsrcClient(settings.msrc_base_url, timeout=5, retries=1) as client:
+                summary = fetch_kev(context.store, settings, client)
+    except (SourceUnavailableError, DocumentFormatError, ValidationError) as exc:
+        out.print(f"[yellow]No KEV catalog[/] ({exc}): exploited-first uses MSRC's flags only.")
+        return
+    out.print(
+        f"CISA's KEV catalog {summary.catalog_version}: {summary.entries} known exploited CVEs "
+        f"(from {summary.source}); an open one is due by CISA's date when that is earlier than the SLA's.",
+        markup=False,
+    )
 
 
 def demo_command(ctx: typer.Context) -> None:
@@ -76,9 +103,10 @@ def demo_command(ctx: typer.Context) -> None:
     context: CliContext = ctx.obj
     out = Console()
     out.rule("1. The MSRC catalog")
-    summary = _build_catalog(context, out)
+    summary, online = _build_catalog(context, out)
     print_import_summary(context, summary, OutputFormat.table)
     _print_catalog_facts(context, out)
+    _build_kev(context, out, online)
 
     out.rule(f"2. The fleet ({context.settings.fleet})")
     instances = discover_instances(context.fleet, context.store)

@@ -11,9 +11,11 @@ from autopatch.assessment import assess_facts
 from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
+from autopatch.cli.views import risk_flags
 from autopatch.domain.identifiers import parse_kb, parse_month
 from autopatch.domain.os_identity import CORE_SUFFIX, identify_product
 from autopatch.domain.systeminfo import MAX_BYTES, SystemInfo, parse_systeminfo
+from autopatch.engine.policy import parse_as_of
 from autopatch.errors import ValidationError
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
@@ -52,6 +54,9 @@ def assess_command(
     systeminfo: Annotated[Path | None, typer.Option(help="a file with the server's systeminfo output")] = None,
     month: Annotated[str | None, typer.Option(help="only CVEs of this MSRC month, YYYY-MM")] = None,
     severity: Annotated[list[str] | None, typer.Option(help="Critical,Important,…")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="evaluate on YYYY-MM-DD: later CVEs, KBs and KEV entries do not exist")
+    ] = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Exposure for an air-gapped server: typed-in facts or its systeminfo output; which CVEs are open, and why."""
@@ -59,6 +64,7 @@ def assess_command(
     typed = [parse_kb(kb.strip(), "installed") for value in installed or [] for kb in value.split(",")]
     wanted_month = parse_month(month) if month is not None else None
     wanted = parse_severities(severity) if severity is not None else None
+    on = parse_as_of(as_of)
     warnings: list[str] = []
     if systeminfo is not None:
         info = read_systeminfo(systeminfo)
@@ -69,7 +75,7 @@ def assess_command(
         missing = "--product" if product is None else "--build"
         raise ValidationError(missing.removeprefix("--"), None, f"give {missing} (or --systeminfo FILE)")
     result = assess_facts(
-        context.store, product, build, typed, month=wanted_month, severities=wanted, warnings=warnings
+        context.store, product, build, typed, month=wanted_month, severities=wanted, warnings=warnings, as_of=on
     )
     if output is OutputFormat.json:
         render(result, output)
@@ -80,6 +86,10 @@ def assess_command(
     for warning in result["warnings"]:
         context.console.print(f"warning: {warning}", markup=False, highlight=False)
     summary = result["summary"]
-    title = f"{result['product']} at {result['build']}: {summary['open']} open, {summary['fixed']} fixed"
-    columns = ("cve", "severity", "month", "status", "fixing_kbs", "reason")
-    render(result["cves"], output, columns=columns, title=title)
+    title = (
+        f"{result['product']} at {result['build']}: {summary['open']} open ({summary['overdue_total']} overdue),"
+        f" {summary['fixed']} fixed" + (f", as of {on}" if on else "")
+    )
+    columns = ("cve", "severity", "month", "status", "due", "flags", "fixing_kbs", "reason")
+    rows = [cve | {"flags": risk_flags(cve)} for cve in result["cves"]]
+    render(rows, output, columns=columns, title=title)

@@ -11,8 +11,9 @@ from autopatch.catalog.queries import parse_severities
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
-from autopatch.cli.views import exposure_csv_rows, print_exposure, short_product, short_time
+from autopatch.cli.views import exposure_csv_rows, print_exposure, risk_flags, short_product, short_time
 from autopatch.domain.instance_ids import parse_instance_id
+from autopatch.engine.policy import parse_as_of
 from autopatch.operations import fleet_rows, scan_fleet
 
 app = typer.Typer(help="The fleet: discover and scan Windows servers.", no_args_is_help=True)
@@ -65,13 +66,17 @@ def exposure_command(
     ctx: typer.Context,
     instance: Annotated[list[str] | None, typer.Option(help="only these instance ids")] = None,
     severity: Annotated[list[str] | None, typer.Option(help="Critical,Important,…")] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="evaluate on YYYY-MM-DD: later CVEs, KBs and KEV entries do not exist")
+    ] = None,
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Per server: open Critical/Important CVEs and the KBs that close them (per-CVE detail with --instance)."""
     context: CliContext = ctx.obj
     ids = [parse_instance_id(value, "instance") for value in instance or []]
     severities = parse_severities(severity) if severity is not None else None
-    rows = fleet_exposure(context.store, ids, severities, with_cves=bool(ids) or output is not OutputFormat.table)
+    with_cves = bool(ids) or output is not OutputFormat.table
+    rows = fleet_exposure(context.store, ids, severities, with_cves=with_cves, as_of=parse_as_of(as_of))
     if output is OutputFormat.json:
         render(rows, output)
         return
@@ -83,11 +88,11 @@ def exposure_command(
         return
     print_exposure(rows, output, title="Exposure: open CVEs per server, from the latest scans ('?' = unknown)")
     for row in rows if ids else []:
-        open_cves = [cve for cve in row.get("cves") or [] if cve["status"] == "open"]
+        open_cves = [cve | {"flags": risk_flags(cve)} for cve in row.get("cves") or [] if cve["status"] == "open"]
         render(
             open_cves,
             output,
-            columns=("cve", "severity", "month", "fix", "fixing_kbs", "reason"),
+            columns=("cve", "severity", "due", "flags", "fix", "fixing_kbs", "reason"),
             title=f"Open CVEs on {row['name']}: {row['status']}",
             headers={"fixing_kbs": "KBs", "severity": "sev"},
         )

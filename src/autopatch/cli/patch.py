@@ -9,16 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
+from autopatch.cli.baselines import print_held
 from autopatch.cli.context import CliContext
 from autopatch.cli.output import OutputFormat, render
 from autopatch.cli.progress import progress_bar
+from autopatch.cli.rings import print_rings, print_server_ring, read_health_script
+from autopatch.cli.snapshots import print_snapshots
 from autopatch.cli.views import short_time
+from autopatch.domain.fleet import Instance
 from autopatch.domain.identifiers import parse_run_id
 from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.domain.patching import KbState, RebootPolicy, RunStatus
@@ -27,6 +33,7 @@ from autopatch.engine.options import EventCallback, RunOptions
 from autopatch.engine.ownership import RunLease
 from autopatch.engine.planning import RunPlan
 from autopatch.engine.report import build_summary, run_view
+from autopatch.maintenance_windows import continues_at
 from autopatch.notify.render import render_text
 from autopatch.operations import (
     cancel_run,
@@ -37,6 +44,7 @@ from autopatch.operations import (
     run_rows,
     server_status,
 )
+from autopatch.rollout import CLI_FIELDS, Rollout, apply_rollout, parse_rollout, with_rings
 from autopatch.wiring import fleet_poll
 
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="table, json or csv")]
@@ -78,6 +86,9 @@ def _execute(context: CliContext, run_id: str, plan: RunPlan | None, lease: RunL
             status, results = drive_run(context.store, context.fleet, run_id, lease, context.notifiers, poll, on_event)
     else:
         status, results = drive_run(context.store, context.fleet, run_id, lease, context.notifiers, poll)
+    if status is RunStatus.PAUSED:
+        context.console.print(f"Run {run_id} paused: its window closed; `autopatch scheduler` continues it then.")
+        return status
     if not status.is_terminal:
         context.console.print(f"Run {run_id} is now driven by another process; it continues there.")
         return status
@@ -100,16 +111,45 @@ def patch_command(
     tag: Annotated[str | None, typer.Option(help="only servers with this tag, KEY=VALUE")] = None,
     kb: Annotated[list[str] | None, typer.Option(help="only these KBs (repeatable)")] = None,
     severity: Annotated[str | None, typer.Option(help="minimum severity: Critical, Important, …")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=1000, help="servers patched at once")] = 10,
-    max_errors: Annotated[int | None, typer.Option(min=1, help="stop starting servers after N failed")] = None,
+    concurrency: Annotated[str, typer.Option(help="servers patched at once: a count, or a share such as 10%")] = "10",
+    max_errors: Annotated[
+        str | None, typer.Option(help="stop starting servers after N failed (a count, or a share such as 5%)")
+    ] = None,
+    rings: Annotated[
+        str | None, typer.Option(help='ring by ring, a health gate after each: "canary=Ring=canary,10%;rest=*"')
+    ] = None,
+    health_script: Annotated[
+        Path | None, typer.Option("--health-script", help="PowerShell run on each server of a ring; exit 0 = healthy")
+    ] = None,
+    soak: Annotated[str | None, typer.Option(help="after a ring passes: wait (30m, 2h), then check it again")] = None,
     reboot: Annotated[
         RebootPolicy, typer.Option(help="never, if-required or always-at-end")
     ] = RebootPolicy.IF_REQUIRED,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the plan, install nothing")] = False,
+    snapshot: Annotated[
+        bool, typer.Option("--snapshot", help="EBS snapshots of each server's volumes before its first KB")
+    ] = False,
+    baseline: Annotated[
+        str | None, typer.Option(help="judge every server by this baseline (default: those its tags match)")
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="with --dry-run: plan as on this date, YYYY-MM-DD")
+    ] = None,
+    exploited_only: Annotated[
+        bool, typer.Option("--exploited-only", help="only KBs closing CVEs exploited (MSRC) or listed in CISA's KEV")
+    ] = False,
     output: FormatOption = OutputFormat.table,
 ) -> None:
-    """Patch servers: scan, classify, then install Pending KBs one at a time per server."""
+    """Patch servers: scan, classify, then install Pending KBs one at a time per server (exploited exposure first)."""
     context: CliContext = ctx.obj
+    rollout = parse_rollout(
+        CLI_FIELDS,
+        concurrency=concurrency,
+        max_errors=max_errors,
+        rings=rings,
+        health_script=read_health_script(health_script),
+        soak=soak,
+    )
     request = prepare_patch(
         context.fleet,
         context.store,
@@ -118,13 +158,19 @@ def patch_command(
         tag=tag,
         kbs=kb or [],
         severity=severity,
-        options=RunOptions(concurrency=concurrency, max_errors=max_errors, reboot=reboot),
+        options=RunOptions(reboot=reboot, snapshot=snapshot),
         targets_rule="give exactly one of --all, --instance ID…, --tag K=V",
+        baseline=baseline,
+        as_of=as_of,
+        dry_run=dry_run,
+        as_of_field="--as-of",
+        exploited_only=exploited_only,
     )
+    request = apply_rollout(request, rollout)  # percentages resolved, rings checked against the targets
     if dry_run:
         with progress_bar(context.console, "Scanning") as on_progress:
             plan = plan_dry_run(context.fleet, context.store, request, on_progress)
-        _print_plan(plan, output)
+        _print_plan(plan, output, rollout, request.targets)
         return
     run, lease = begin_patch(context.store, request)
     context.console.print(f"Run [bold]{run.run_id}[/]")
@@ -135,11 +181,13 @@ def patch_command(
     _exit_for(status)
 
 
-def _print_plan(plan: RunPlan, output: OutputFormat) -> None:
-    rows = plan_rows(plan)
+def _print_plan(plan: RunPlan, output: OutputFormat, rollout: Rollout, targets: list[Instance]) -> None:
+    rows = with_rings(plan_rows(plan), rollout, targets)
     total = sum(len(plan.pending(s.instance_id)) for s in plan.servers)
     headers = {"instance_id": "instance", "kbs_in_order": "KBs in order", "expected_reboots": "reboots"}
     render(rows, output, title=f"Plan (dry run): {total} KBs to install", headers=headers)
+    if output is OutputFormat.table:
+        print_held(rows)
 
 
 def runs_command(ctx: typer.Context, output: FormatOption = OutputFormat.table) -> None:
@@ -169,6 +217,8 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
         return
     console = Console()
     console.print(f"{view['run_id']} {view['kind']} {view['status']} {view['reason']}", markup=False)
+    if (resumes := continues_at(context.store, context.store.get_run(view["run_id"]), datetime.now(UTC))) is not None:
+        console.print(f"continues when its window opens: {short_time(resumes)} UTC", markup=False)
     console.print(exposure_line(view["exposure"]), markup=False)
     rows = [
         {"server": s["name"], "kb": k["kb"], "state": k["state"], "tries": len(k["attempts"]), "reason": k["reason"]}
@@ -177,6 +227,8 @@ def run_show_command(ctx: typer.Context, run_id: str, output: FormatOption = Out
         if k["state"] not in ("Superseded", "Already Installed")
     ]
     render(rows, output, title="KBs (Superseded and Already Installed hidden; --format json shows all)")
+    print_snapshots(console, view)
+    print_rings(view["rings"])
 
 
 def exposure_line(exposure: dict[str, Any]) -> str:
@@ -227,6 +279,7 @@ def status_command(ctx: typer.Context, instance_id: str, output: FormatOption = 
         else "nothing to install"
     )
     Console().print(f"{target}: {progress}" + (f"; not counted: {others}" if others else ""), markup=False)
+    print_server_ring(context.store, target, view["kbs"])
     worked = [kb for kb in view["kbs"] if kb["state"] not in ("Already Installed", "Superseded")]
     title = "KBs (Already Installed and Superseded hidden; --format json shows all)"
     render(worked, output, columns=("kb", "state", "run_id", "reason"), title=title, headers={"run_id": "run"})
@@ -271,6 +324,9 @@ def resume_command(ctx: typer.Context) -> None:
         return
     worst = RunStatus.SUCCEEDED
     for run in unfinished:
+        if run.status is RunStatus.PAUSED:  # its maintenance window continues it, not resume
+            context.console.print(f"Run {run.run_id} is paused until its window opens again (`autopatch scheduler`)")
+            continue
         lease = RunLease.claim(context.store, run.run_id)
         if lease is None:
             held = context.store.get_run(run.run_id)

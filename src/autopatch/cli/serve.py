@@ -2,6 +2,7 @@
 
 One process serves the API and the dashboard and drives the runs started through it (see
 ``api/run_worker.py``); runs started by ``autopatch patch`` show up at once (the same database).
+It also runs the maintenance-window scheduler (``api/window_scheduler.py``) unless ``--no-scheduler``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ def serve_command(
     access_log: Annotated[
         bool, typer.Option(help="log every request (costs ~10% of throughput; the audit log keeps every change)")
     ] = False,
+    scheduler: Annotated[
+        bool, typer.Option(help="run the maintenance-window scheduler here (as `autopatch scheduler` does)")
+    ] = True,
 ) -> None:
     """Serve the HTTP API until interrupted; every request but /api/v1/health needs a token."""
     import uvicorn
@@ -28,4 +32,5 @@ def serve_command(
 
     context: CliContext = ctx.obj
     context.console.print(f"AutoPatch API on http://{host}:{port}/api/v1 (docs: http://{host}:{port}/api/docs)")
-    uvicorn.run(create_app(context.settings), host=host, port=port, log_level="info", access_log=access_log)
+    app = create_app(context.settings, start_scheduler=scheduler)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)

@@ -11,8 +11,28 @@ from typing import Any
 from autopatch.cli.output import OutputFormat, render
 from autopatch.domain.os_identity import CORE_SUFFIX
 
-EXPOSURE_HEADERS = {"name": "server", "open_critical": "crit", "open_important": "imp", "closing": "closing KBs"}
-CVE_COLUMNS = ("cve", "severity", "month", "status", "fix", "fixing_kbs", "reason", "title")
+EXPOSURE_HEADERS = {
+    "name": "server",
+    "open_critical": "crit",
+    "open_important": "imp",
+    "overdue_total": "overdue",
+    "closing": "closing KBs",
+}
+CVE_COLUMNS = (
+    "cve",
+    "severity",
+    "month",
+    "status",
+    "fix",
+    "fixing_kbs",
+    "kev",
+    "exploited",
+    "publicly_disclosed",
+    "due",
+    "overdue",
+    "reason",
+    "title",
+)
 
 
 def short_product(name: str | None) -> str | None:
@@ -29,6 +49,15 @@ def short_product(name: str | None) -> str | None:
 def short_time(text: str | None) -> str:
     """``2026-11-28T12:45:34+00:00`` → ``2026-11-28 12:45`` (UTC, as stored)."""
     return text[:16].replace("T", " ") if text else ""
+
+
+def risk_flags(cve: dict[str, Any], with_overdue: bool = True) -> list[str]:
+    """A CVE row's badges as words: ``overdue``, ``KEV``, ``exploited``, ``disclosed``.
+
+    A catalog row has no server: its ``overdue`` (the deadline has passed) is left to JSON and CSV.
+    """
+    names = (("overdue", "overdue"), ("kev", "KEV"), ("exploited", "exploited"), ("publicly_disclosed", "disclosed"))
+    return [label for key, label in names if cve.get(key) and (with_overdue or key != "overdue")]
 
 
 def closing_text(closing: Iterable[dict[str, Any]] | None) -> list[str]:
@@ -50,6 +79,7 @@ def exposure_table_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 "build": row["build"],
                 "open_critical": row["open_critical"] if known else "?",
                 "open_important": row["open_important"] if known else "?",
+                "overdue_total": row.get("overdue_total") if known else "?",
                 "closing": closing_text(row["closing_kbs"]) if known else status,
             }
         )
@@ -75,5 +105,5 @@ def exposure_csv_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def print_exposure(rows: list[dict[str, Any]], output: OutputFormat, title: str, console: Any = None) -> None:
-    columns = ("name", "product", "build", "open_critical", "open_important", "closing")
+    columns = ("name", "product", "build", "open_critical", "open_important", "overdue_total", "closing")
     render(exposure_table_rows(rows), output, columns=columns, title=title, console=console, headers=EXPOSURE_HEADERS)

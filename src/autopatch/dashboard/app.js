@@ -9,6 +9,11 @@ import { renderCves, renderKb } from "./pages/cves.js";
 import { renderRun, renderRuns } from "./pages/runs.js";
 import { renderCatalog } from "./pages/catalog.js";
 import { renderSettings } from "./pages/settings.js";
+import { renderWindows } from "./pages/windows.js";
+import { renderBaselines } from "./pages/baselines.js";
+import { renderCompliance } from "./pages/compliance.js";
+import { renderCveLookup } from "./pages/cve_lookup.js";
+import { renderExposure } from "./pages/deadlines.js";
 
 const RANK = { viewer: 0, operator: 1, admin: 2 };
 const context = { name: null, role: null };
@@ -26,6 +31,11 @@ const ROUTES = [
   [/^#\/runs\/([A-Za-z0-9-]+)$/, "runs", renderRun],
   [/^#\/catalog$/, "catalog", renderCatalog],
   [/^#\/settings$/, "settings", renderSettings],
+  [/^#\/windows$/, "windows", renderWindows],
+  [/^#\/baselines$/, "baselines", renderBaselines],
+  [/^#\/compliance$/, "compliance", renderCompliance],
+  [/^#\/cve-lookup$/, "cve-lookup", renderCveLookup],
+  [/^#\/exposure\/([A-Za-z0-9-]+)$/, "fleet", renderExposure],
 ];
 
 let cleanup = null;

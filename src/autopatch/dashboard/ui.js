@@ -73,8 +73,14 @@ const CHIP_KIND = {
   Succeeded: "good", Success: "good", Done: "good", "Already Installed": "good", Online: "good", ok: "good",
   Failed: "bad", Offline: "bad",
   Running: "busy", InProgress: "busy", Pending: "wait", Cancelling: "busy",
-  Cancelled: "muted", Superseded: "muted", "Not Available": "muted",
+  Paused: "wait", Open: "good", Cutoff: "wait", Closed: "muted", // a run waiting for its window; a window now
+  Cancelled: "muted", Superseded: "muted", "Not Available": "muted", Held: "muted",
 };
+// A run halted by a ring's health gate; the gate's states; a server's check at the gate.
+Object.assign(CHIP_KIND, {
+  Halted: "bad", Passed: "good", Waiting: "wait", Patching: "busy", Checking: "busy", Soaking: "busy",
+  Rechecking: "busy", "Not Started": "muted", "Not Checked": "wait", Skipped: "muted",
+});
 const CHIP_MARK = { good: "✓", bad: "✗", busy: "◔", wait: "…", muted: "–" };
 
 /** A status as a word with a mark; colour only repeats what the word says. */

@@ -23,10 +23,12 @@ offers it), ``Not Available``. Per open CVE, whether its fix is offered, must be
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import lru_cache
+from threading import Lock
 from typing import NamedTuple
 
 from autopatch.domain.catalog import SEVERITIES
@@ -126,24 +128,56 @@ class _IndexedCve:
 
 @lru_cache(maxsize=64)
 def _index(catalog: ProductCatalog) -> tuple[_IndexedCve, ...]:
+    known = _known_entries(catalog)
     indexed = []
     for cve in catalog.cves:
-        real: dict[Branch, tuple[Build, int]] = {}
-        inferred: dict[Branch, tuple[Build, int]] = {}
-        for kb in cve.kbs:
-            entry = catalog.kbs[kb]
-            if entry.build is None:
-                continue
-            target = inferred if entry.build_inferred else real
-            branch = entry.build[:3]
-            if branch not in target or entry.build < target[branch][0]:
-                target[branch] = (entry.build, kb)
-        closing = tuple(sorted({catalog.successor(kb) for kb in cve.kbs if not catalog.kbs[kb].is_hotpatch}))
-        hotpatches = tuple(kb for kb in cve.kbs if catalog.kbs[kb].is_hotpatch)
-        on_line = [catalog.line[kb] for kb in cve.kbs if kb in catalog.line]
-        line_fix = min(on_line, key=lambda line: line.month) if on_line else None
-        indexed.append(_IndexedCve(cve, real, inferred, closing, hotpatches, line_fix))
+        found = known.get(id(cve))
+        if found is None or found.cve is not cve:  # the entry holds its CVE: an id is never reused under it
+            found = known[id(cve)] = _indexed_cve(catalog, cve)
+        indexed.append(found)
     return tuple(indexed)
+
+
+def _indexed_cve(catalog: ProductCatalog, cve: CatalogCve) -> _IndexedCve:
+    real: dict[Branch, tuple[Build, int]] = {}
+    inferred: dict[Branch, tuple[Build, int]] = {}
+    for kb in cve.kbs:
+        entry = catalog.kbs[kb]
+        if entry.build is None:
+            continue
+        target = inferred if entry.build_inferred else real
+        branch = entry.build[:3]
+        if branch not in target or entry.build < target[branch][0]:
+            target[branch] = (entry.build, kb)
+    closing = tuple(sorted({catalog.successor(kb) for kb in cve.kbs if not catalog.kbs[kb].is_hotpatch}))
+    hotpatches = tuple(kb for kb in cve.kbs if catalog.kbs[kb].is_hotpatch)
+    on_line = [catalog.line[kb] for kb in cve.kbs if kb in catalog.line]
+    line_fix = min(on_line, key=lambda line: line.month) if on_line else None
+    return _IndexedCve(cve, real, inferred, closing, hotpatches, line_fix)
+
+
+# A CVE's entry depends on the product's KBs, successors and update line, not on which other CVEs
+# the catalog holds: catalogs narrowed to some CVEs (``dataclasses.replace(catalog, cves=…)``, the
+# overdue and exploited views of ``domain/deadlines.py``) share those mappings and reuse the entries.
+_ENTRIES_KEPT = 64
+_entries: OrderedDict[tuple[int, ...], tuple[tuple[object, ...], dict[int, _IndexedCve]]] = OrderedDict()
+_entries_lock = Lock()
+
+
+def _known_entries(catalog: ProductCatalog) -> dict[int, _IndexedCve]:
+    """The entries already made for catalogs sharing ``catalog``'s mappings (kept with the mappings)."""
+    mappings = (catalog.kbs, catalog.successors, catalog.line)
+    key = tuple(map(id, mappings))
+    with _entries_lock:
+        found = _entries.get(key)
+        if found is not None and all(kept is mapping for kept, mapping in zip(found[0], mappings, strict=True)):
+            _entries.move_to_end(key)
+            return found[1]
+        entries: dict[int, _IndexedCve] = {}
+        _entries[key] = (mappings, entries)
+        while len(_entries) > _ENTRIES_KEPT:
+            _entries.popitem(last=False)
+        return entries
 
 
 @lru_cache(maxsize=4096)
@@ -354,27 +388,33 @@ class _BranchIndex:
     builds: tuple[Build, ...]
     entries: tuple[_IndexedCve, ...]
     suffix_counts: tuple[Mapping[str | None, int], ...]  # len(entries) + 1
-    suffix_closing: tuple[frozenset[int], ...]  # len(entries) + 1
     suffix_line_month: tuple[MonthKey | None, ...]  # earliest line-rule candidate from i on
     positions: Mapping[int, tuple[int, ...]]  # closing KB → sorted positions of entries it closes
     last_covered: Mapping[int, int]  # KB → the last position whose CVE it covers (installed, it fixes it)
     unbuilt: tuple[_IndexedCve, ...]  # no fix build on this branch: decided one by one
     hotpatch_kbs: frozenset[int]
+    # Closing KBs by the last position they close, ascending: the closing KBs of the entries from
+    # i on are those whose last position is at least i (a suffix of this order, not a set per i).
+    closing_last: tuple[int, ...]
+    closing_kbs: tuple[int, ...]
+
+    def closing_from(self, position: int) -> frozenset[int]:
+        """Every KB closing one of the entries from ``position`` on."""
+        return frozenset(self.closing_kbs[bisect_left(self.closing_last, position) :])
 
 
 @lru_cache(maxsize=256)
 def _branch_index(catalog: ProductCatalog, branch: Branch | None, severities: frozenset[str] | None) -> _BranchIndex:
     wanted = [e for e in _index(catalog) if severities is None or e.cve.severity in severities]
-    keyed = [(first, e) for e in wanted if branch is not None and (first := e.first_build(branch)) is not None]
+    firsts = [e.first_build(branch) if branch is not None else None for e in wanted]
+    keyed = [(first, e) for first, e in zip(firsts, wanted, strict=True) if first is not None]
     keyed.sort(key=lambda pair: pair[0])
     built = [e for _, e in keyed]
     counts: list[Mapping[str | None, int]] = [{}]
-    closing: list[frozenset[int]] = [frozenset()]
     line_month: list[MonthKey | None] = [None]
     for entry in reversed(built):
         previous = counts[-1]
         counts.append({**previous, entry.cve.severity: previous.get(entry.cve.severity, 0) + 1})
-        closing.append(closing[-1] | frozenset(entry.closing))
         candidate = entry.line_fix.month if entry.line_fix and branch not in entry.real_builds else None
         months = [month for month in (line_month[-1], candidate) if month is not None]
         line_month.append(min(months) if months else None)
@@ -390,16 +430,18 @@ def _branch_index(catalog: ProductCatalog, branch: Branch | None, severities: fr
         for newer in catalog.superseded_by.get(kb, ()):
             if last_covered.get(newer, -1) < position:
                 last_covered[newer] = position
+    closing_order = sorted((found[-1], kb) for kb, found in positions.items())
     return _BranchIndex(
         builds=tuple(first for first, _ in keyed),
         entries=tuple(built),
         suffix_counts=tuple(reversed(counts)),
-        suffix_closing=tuple(reversed(closing)),
         suffix_line_month=tuple(reversed(line_month)),
         positions={kb: tuple(found) for kb, found in positions.items()},
         last_covered=last_covered,
-        unbuilt=tuple(e for e in wanted if branch is None or e.first_build(branch) is None),
+        unbuilt=tuple(e for first, e in zip(firsts, wanted, strict=True) if first is None),
         hotpatch_kbs=frozenset(kb for e in wanted for kb in e.hotpatches),
+        closing_last=tuple(last for last, _ in closing_order),
+        closing_kbs=tuple(kb for _, kb in closing_order),
     )
 
 
@@ -429,7 +471,7 @@ def summarise(catalog: ProductCatalog, facts: ServerFacts, severities: frozenset
         # Entries up to the offered update's build are closed by it; the rest by their own KBs.
         update = _offered_update(catalog, facts.offered, facts.on_branch)
         cut = max(split, bisect_right(index.builds, update.build)) if update is not None else split
-        tally.closing = set(index.suffix_closing[cut]) | ({update.kb} if update is not None and cut > split else set())
+        tally.closing = set(index.closing_from(cut)) | ({update.kb} if update is not None and cut > split else set())
         offered_positions = {
             position
             for kb in facts.offered

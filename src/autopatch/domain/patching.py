@@ -25,6 +25,7 @@ class KbState(StrEnum):
     SUPERSEDED = "Superseded"  # a newer KB for the product covers it: never installed
     NOT_AVAILABLE = "Not Available"  # Windows Update does not offer it to this server
     CANCELLED = "Cancelled"  # the run was cancelled before this KB started
+    HELD = "Held"  # a baseline rule or a known-issue advisory held it back; the reason names the rule
 
     @property
     def is_terminal(self) -> bool:
@@ -35,23 +36,28 @@ class RunStatus(StrEnum):
     PENDING = "Pending"  # servers claimed; being scanned and planned, or waiting for its driver
     RUNNING = "Running"
     CANCELLING = "Cancelling"  # cancelled: KBs not started are Cancelled, in-flight installs finish
+    PAUSED = "Paused"  # its maintenance window closed: no driver, KBs not started wait for the next one
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
+    HALTED = "Halted"  # a ring failed its health gate: later rings were never started (domain/ring_gates.py)
 
     @property
     def is_terminal(self) -> bool:
-        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.HALTED)
 
 
-UNFINISHED_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLING)
+# A Paused run is unfinished: it keeps its servers (what is left is installed in its next window).
+UNFINISHED_RUN_STATUSES = (RunStatus.PENDING, RunStatus.RUNNING, RunStatus.CANCELLING, RunStatus.PAUSED)
 # A server of an unfinished run with work left: no other run may touch it meanwhile.
 HELD_SERVER_STATUSES = ("Pending", "Running")
 
 
 # None = the KB has no state yet (classification at planning time).
 TRANSITIONS: dict[KbState | None, frozenset[KbState]] = {
-    None: frozenset({KbState.PENDING, KbState.ALREADY_INSTALLED, KbState.SUPERSEDED, KbState.NOT_AVAILABLE}),
+    None: frozenset(
+        {KbState.PENDING, KbState.ALREADY_INSTALLED, KbState.SUPERSEDED, KbState.NOT_AVAILABLE, KbState.HELD}
+    ),
     KbState.PENDING: frozenset({KbState.IN_PROGRESS, KbState.CANCELLED}),
     KbState.IN_PROGRESS: frozenset({KbState.SUCCESS, KbState.FAILED}),
     KbState.FAILED: frozenset({KbState.PENDING}),  # an explicit single-KB retry
@@ -60,6 +66,7 @@ TRANSITIONS: dict[KbState | None, frozenset[KbState]] = {
     KbState.ALREADY_INSTALLED: frozenset(),
     KbState.SUPERSEDED: frozenset(),
     KbState.CANCELLED: frozenset({KbState.PENDING}),
+    KbState.HELD: frozenset(),  # never installed by its run: approve it by name, then plan again
 }
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import date
 
 from autopatch.domain.catalog import HOTPATCH_SUBTYPES
 
@@ -72,6 +73,11 @@ class CatalogCve:
     title: str
     month: str
     kbs: tuple[int, ...]
+    # Deadlines and exploited-first (domain/sla.py, domain/kev.py): the earliest publication date
+    # any document gives, and whether any document marks it exploited / publicly disclosed.
+    released: date | None = None
+    exploited: bool = False
+    publicly_disclosed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

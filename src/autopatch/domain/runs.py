@@ -37,6 +37,14 @@ class RunServer:
     reason: str = ""
     reboot_requested_at: str | None = None  # the last reboot asked for (UTC, ISO)
     boot_before: str | None = None  # the server's boot time before it: a later one proves the reboot
+    # Open CVEs Microsoft marks exploited or CISA lists (KEV) when the run was planned: such servers
+    # start first (``start_order``), in both drivers, because both take servers in the store's order.
+    open_exploited: int = 0
+
+
+def start_order(server: RunServer) -> tuple[int, str, str]:
+    """The order a run's servers start in: most open exploited CVEs first, then by name (attackers do not wait)."""
+    return (-server.open_exploited, server.name, server.instance_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,10 +37,11 @@ class ServerSummary:
 class RunSummary:
     run_id: str
     kind: str  # "patch" | "retry"
-    status: str  # Succeeded | Failed | Cancelled
+    status: str  # Succeeded | Failed | Cancelled | Halted
     started_at: datetime
     finished_at: datetime
     servers: tuple[ServerSummary, ...] = field(default_factory=tuple)
+    reason: str = ""  # why it ended so (for Halted: the ring whose health gate failed, and which check)
 
     @property
     def failed_servers(self) -> int:

@@ -7,6 +7,7 @@ and what happens once a run is over are held here once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -102,16 +103,18 @@ def drive_run(
     notifiers: list[Notifier],
     poll: PollPolicy | None = None,
     on_event: EventCallback | None = None,
+    wall_clock: Callable[[], datetime] | None = None,
 ) -> tuple[RunStatus, list[DeliveryResult]]:
     """Drive the run as its lease holder, then notify once it is over (the summary is stored states).
 
     A status that is not terminal means the lease was lost to another process, which finishes
-    the run and notifies: nothing is sent from here then.
+    the run and notifies, or that the run's maintenance window closed (Paused: its next window
+    continues it): nothing is sent from here then. ``wall_clock`` is what the window is read against.
     """
     options = RunOptions.from_dict(store.get_run(run_id).options)
     if poll is not None:
         options = replace(options, poll=poll)
-    status = Engine(store, fleet, on_event=on_event).execute(run_id, options, lease)
+    status = Engine(store, fleet, on_event=on_event, wall_clock=wall_clock).execute(run_id, options, lease)
     if not status.is_terminal:
         return status, []
     return status, send_summary(store, run_id, notifiers)

@@ -7,7 +7,9 @@ servers, so a KB another run just installed shows as Already Installed instead o
 A KB is relevant when it fixes a catalog CVE of the server's product (at or above the minimum
 severity), or when the operator named it. Each is classified Already Installed, Superseded,
 Pending (Windows Update offers it) or Not Available, and Pending KBs are ordered servicing stack
-first, then the cumulative update, then the rest.
+first, then the cumulative update, then the rest. The plan's policy (``engine/policy.py``) then
+applies the server's baselines, the as-of date and the known-issue advisories: KBs they hold back
+are Held, with the rule that held them.
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ from datetime import UTC, datetime
 from functools import lru_cache
 
 from autopatch.assessment import load_product_catalog, server_facts
+from autopatch.cve_deadlines import load_deadline_rules
 from autopatch.domain.exposure import KbStatus, assess, classify_kb, severity_rank
 from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.patching import KbState, RunStatus, install_order
 from autopatch.domain.product_catalog import ProductCatalog
-from autopatch.domain.runs import RunItem, RunRecord, RunServer
+from autopatch.domain.runs import RunItem, RunRecord, RunServer, start_order
+from autopatch.engine.exploited_first import EXPLOITED_ONLY, narrowed_kbs, only_kbs, open_exploited
 from autopatch.engine.ownership import LEASE_SECONDS, RunLease, new_owner_id
+from autopatch.engine.policy import PlanPolicy, plan_policy
 from autopatch.engine.run_exposure import record_exposure_before
 from autopatch.errors import NotFoundError
 from autopatch.fleet.base import FleetAdapter
+from autopatch.scan_history import store_scans
 from autopatch.scanning import ProgressCallback, identify, scan_instances
 from autopatch.store.base import CatalogStore, RunStore, Store
 
@@ -47,6 +53,7 @@ class RunPlan:
     servers: list[RunServer] = field(default_factory=list)
     items: list[RunItem] = field(default_factory=list)
     scans: dict[str, ScanReport] = field(default_factory=dict)
+    policy: PlanPolicy | None = None  # the baselines and as-of date it was planned with (engine/policy.py)
 
     def pending(self, instance_id: str) -> list[RunItem]:
         return [i for i in self.items if i.instance_id == instance_id and i.state is KbState.PENDING]
@@ -102,11 +109,18 @@ def plan_run(
     options: dict[str, object] | None = None,
     on_progress: ProgressCallback | None = None,
     run: RunRecord | None = None,
+    policy: PlanPolicy | None = None,
 ) -> RunPlan:
-    """Scan ``targets`` and classify their KBs into a plan (nothing is stored: see ``store_plan``)."""
+    """Scan ``targets`` and classify their KBs into a plan (nothing is stored: see ``store_plan``).
+
+    ``policy`` (baselines, an as-of date) defaults to what the run's options ask for.
+    """
     wanted = [parse_kb(kb) for kb in kbs]
     run = run or new_run("patch", options or {})
-    plan = RunPlan(run)
+    policy = policy or plan_policy(store, run.options)
+    plan = RunPlan(run, policy=policy)
+    rules = load_deadline_rules(store, policy.as_of)  # exploited-first: MSRC's flag or KEV by the plan's day
+    exploited_only = run.options.get(EXPLOITED_ONLY) is True
     scans = scan_instances(fleet, store, targets, on_progress=on_progress, save=False)
     plan.scans = scans.reports
     catalogs: dict[str, ProductCatalog] = {}
@@ -124,9 +138,16 @@ def plan_run(
             catalogs[identity.product] = load_product_catalog(store, identity.product)
         catalog = catalogs[identity.product]
         facts = server_facts(scan.build, scan.installed_kbs, scan.offered_kbs)
+        catalog, facts = policy.view(catalog, facts)
         numbers = {int(kb[2:]) for kb in wanted} if wanted else _relevant_kbs(catalog, min_severity)
+        decisions = assess(catalog, facts)
+        fixed = {decision.cve for decision in decisions if decision.status == "fixed"}
+        exploited = open_exploited(rules, catalog, decisions, min_severity)
+        server = replace(server, open_exploited=len(exploited))
+        if exploited_only:  # named KBs stay only when they close an exploited CVE
+            numbers = narrowed_kbs(catalog, numbers, exploited, named=bool(wanted))
         ordered = sorted(numbers, key=lambda kb: _order(catalog, kb))
-        fixed = {decision.cve for decision in assess(catalog, facts) if decision.status == "fixed"}
+        items: list[RunItem] = []
         for position, kb in enumerate(ordered):
             entry = catalog.kbs.get(kb)
             if entry is None:
@@ -138,7 +159,7 @@ def plan_run(
                     # Not offered, and nothing left for it to fix: an out-of-band or standalone update
                     # whose CVEs the installed cumulative updates already fix. Not a skipped KB.
                     state, reason = KbState.SUPERSEDED, "not needed: every CVE it fixes is fixed on this server"
-            plan.items.append(
+            items.append(
                 RunItem(
                     run.run_id,
                     instance.instance_id,
@@ -151,7 +172,10 @@ def plan_run(
                     reason=reason,
                 )
             )
+        reviewed = policy.review(run.run_id, instance, catalog, facts, items)
+        plan.items.extend(only_kbs(reviewed, numbers) if exploited_only else reviewed)
         plan.servers.append(server)
+    plan.servers.sort(key=start_order)  # the store lists them so too: both drivers start them in this order
     return plan
 
 
@@ -188,7 +212,7 @@ def store_plan(store: Store, plan: RunPlan) -> str:
         store.create_run(plan.run, plan.servers, plan.items)
     else:
         store.save_plan(plan.run.run_id, plan.servers, plan.items)
-    store.save_scans(plan.scans.values())
+    store_scans(store, plan.scans.values())  # and the exposure history they add
     record_exposure_before(store, plan.run.run_id)
     return plan.run.run_id
 

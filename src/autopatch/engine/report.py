@@ -7,11 +7,13 @@ from typing import Any
 
 from autopatch.domain.patching import KbState
 from autopatch.domain.summary import KbOutcome, RunSummary, ServerSummary
+from autopatch.engine.rings import ring_view
+from autopatch.engine.snapshots import snapshot_view
 from autopatch.notify.base import DeliveryResult, Notifier, notify_all
 from autopatch.store.base import RunStore
 
 # KBs that needed work: the status view's progress counts these only. Already Installed,
-# Superseded and Not Available are shown, but a KB nothing was done for is not progress.
+# Superseded, Not Available and Held are shown, but a KB nothing was done for is not progress.
 NEEDED_WORK = {KbState.PENDING, KbState.IN_PROGRESS, KbState.SUCCESS, KbState.FAILED, KbState.CANCELLED}
 DONE = {KbState.SUCCESS, KbState.FAILED, KbState.CANCELLED}
 
@@ -30,7 +32,7 @@ def build_summary(store: RunStore, run_id: str) -> RunSummary:
         skipped = [
             KbOutcome(item.kb, item.reason or str(item.state))
             for item in mine
-            if item.state in (KbState.NOT_AVAILABLE, KbState.CANCELLED, KbState.PENDING)
+            if item.state in (KbState.NOT_AVAILABLE, KbState.CANCELLED, KbState.PENDING, KbState.HELD)
         ]
         started, finished = server.started_at, server.finished_at
         servers.append(
@@ -57,6 +59,7 @@ def build_summary(store: RunStore, run_id: str) -> RunSummary:
         started_at=_time(run.started_at or run.created_at),
         finished_at=_time(run.finished_at),
         servers=tuple(servers),
+        reason=run.reason,
     )
 
 
@@ -74,6 +77,7 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
     attempts = store.attempts(run_id)
     transitions = store.transitions(run_id)
     exposure = store.run_exposure(run_id)
+    snapshots = {record.instance_id: record for record in store.run_snapshots(run_id)}
     return {
         "run_id": run.run_id,
         "kind": run.kind,
@@ -86,6 +90,8 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
         "notifications": [{"notifier": n, "ok": ok, "error": e} for n, ok, e in store.notifications(run_id)],
         # Open CVEs on the run's servers when planned and after the final scan (None until then).
         "exposure": {"before": exposure.get("before"), "after": exposure.get("after")},
+        # --rings: each ring's servers and the state of its health gate (empty without rings).
+        "rings": ring_view(store, run_id),
         "servers": [
             {
                 "instance_id": server.instance_id,
@@ -98,6 +104,8 @@ def run_view(store: RunStore, run_id: str) -> dict[str, Any]:
                 "reboots": server.reboots,
                 "started_at": server.started_at,
                 "finished_at": server.finished_at,
+                # EBS snapshots taken before its first KB (--snapshot), with the rollback commands.
+                "snapshot": snapshot_view(snapshots.get(server.instance_id)),
                 "kbs": [
                     {
                         "kb": item.kb,

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -25,7 +25,10 @@ from autopatch.domain.polling import PollPolicy
 from autopatch.domain.runs import Attempt, RunItem
 from autopatch.engine.options import EventCallback, RunOptions
 from autopatch.engine.ownership import RunLease
+from autopatch.engine.ring_runner import LocalRings
+from autopatch.engine.rings import plan_rings
 from autopatch.engine.run_exposure import record_exposure_after
+from autopatch.engine.snapshots import snapshot_before_patching
 from autopatch.engine.steps import (
     Settled,
     fail_kb,
@@ -49,6 +52,7 @@ from autopatch.engine.steps import (
     verify_kbs,
     waiting_for_reboot,
 )
+from autopatch.engine.windows import pause_if_window_closed, window_holds_server
 from autopatch.errors import (
     AutoPatchError,
     ConflictError,
@@ -58,6 +62,7 @@ from autopatch.errors import (
 )
 from autopatch.fleet.base import FleetAdapter
 from autopatch.fleet.reports import parse_scan_output
+from autopatch.scan_history import store_scans
 from autopatch.store.base import Store, now
 
 log = logging.getLogger(__name__)
@@ -78,11 +83,13 @@ class Engine:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
         on_event: EventCallback | None = None,
+        wall_clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.store = store
         self.fleet = fleet
         self.sleep = sleep
         self.clock = clock
+        self.wall_clock = wall_clock or (lambda: datetime.now(UTC))  # what a maintenance window is read against
         self.on_event = on_event or (lambda *_: None)
         self._lock = threading.Lock()
 
@@ -113,7 +120,28 @@ class Engine:
 
     def _execute(self, run_id: str, options: RunOptions, lease: RunLease) -> RunStatus:
         mark_running(self.store, run_id)
-        servers = [s for s in self.store.run_servers(run_id) if s.status in ("Pending", "Running")]
+        if plan_rings(self.store, run_id, options):  # --rings: ring by ring, a health gate after each
+            ended = LocalRings(self, run_id, options, lease).drive()
+            if ended is not None:
+                return ended  # a gate halted the run, or another process drives it now
+        else:
+            self.patch_servers(run_id, options, lease)
+        if lease.lost.is_set():
+            return self.store.get_run(run_id).status
+        if pause_if_window_closed(self.store, run_id, self.wall_clock()):  # the rest waits for the next window
+            return RunStatus.PAUSED
+        self._measure_after(run_id, options)
+        return finish_run(self.store, run_id, options.max_errors)
+
+    def patch_servers(
+        self, run_id: str, options: RunOptions, lease: RunLease, only: Collection[str] | None = None
+    ) -> None:
+        """Patch the run's unfinished servers (those in ``only``, when given: one ring) on a pool of threads."""
+        servers = [
+            s
+            for s in self.store.run_servers(run_id)
+            if s.status in ("Pending", "Running") and (only is None or s.instance_id in only)
+        ]
         # Servers already started before a crash go first: they hold in-flight commands.
         servers.sort(key=lambda s: s.status != "Running")
         store_errors: list[StoreError] = []
@@ -128,10 +156,6 @@ class Engine:
             raise ExecutionError(
                 f"the store failed ({store_errors[0]}); run {run_id} is left unfinished: `autopatch resume` it"
             )
-        if lease.lost.is_set():
-            return self.store.get_run(run_id).status
-        self._measure_after(run_id, options)
-        return finish_run(self.store, run_id, options.max_errors)
 
     def _measure_after(self, run_id: str, options: RunOptions) -> None:
         """The final scan and the run's "after" exposure, stored before the run turns terminal (so readers see both)."""
@@ -159,8 +183,15 @@ class Engine:
     # --- server level --------------------------------------------------------------------------
 
     def patch_server(self, run_id: str, instance_id: str, options: RunOptions, lease: RunLease) -> None:
-        """Install the server's KBs in order, then finish it (unless the lease was lost meanwhile)."""
+        """Install the server's KBs in order, then finish it (unless the lease was lost or its window closed)."""
+        snapshot = (self.store, self.fleet, run_id, instance_id, options)
+        if not snapshot_before_patching(*snapshot, self.sleep, lease.lost.is_set, self.on_event):
+            return  # skipped (its snapshot failed: nothing installed), or another process drives the run now
+        held = False
         while not lease.lost.is_set():
+            if window_holds_server(self.store, run_id, instance_id, options.reboot, self.wall_clock()):
+                held = True  # the window accepts no new KB: the rest waits for the next one
+                break
             item = next_kb(self.store, run_id, instance_id, options.reboot, self.on_event)
             if item is None:
                 break
@@ -169,7 +200,8 @@ class Engine:
             return  # another process drives the run now: it continues from the stored states
         if options.reboot is RebootPolicy.ALWAYS_AT_END:
             self._reboot_at_end(run_id, instance_id, options)
-        finish_server(self.store, run_id, instance_id)
+        if not held:
+            finish_server(self.store, run_id, instance_id)
 
     def _complete_item(self, run_id: str, item: RunItem, options: RunOptions) -> None:
         try:
@@ -333,5 +365,5 @@ class Engine:
             report = parse_scan_output(instance_id, invocation.output, datetime.now(UTC))
         except AutoPatchError:
             return None
-        self.store.save_scans([report])
+        store_scans(self.store, [report])  # and the exposure history it adds
         return report

@@ -29,10 +29,12 @@ errors, 4 Failed, 5 Aborted); ``hresult`` is a signed 32-bit HRESULT (0 = S_OK; 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Protocol
 
 from autopatch.domain.fleet import CommandInvocation, Instance
+from autopatch.domain.snapshots import SnapshotInventory, SnapshotState, VolumeSnapshot
 
 
 class FleetAdapter(Protocol):
@@ -76,3 +78,31 @@ class FleetAdapter(Protocol):
 
     def is_online(self, instance_id: str) -> bool:
         """Whether the server answers commands right now."""
+
+    def send_health_check(self, instance_id: str, script: str) -> str:
+        """Start a ring gate's health-check PowerShell script on one server; return the command id.
+
+        ``script`` is the operator's file, checked by ``domain.rings.check_health_script``; it is
+        sent as data (SSM: the ``commands`` parameter, line by line, unchanged), never formatted
+        into another script. The server passes when the command succeeds with exit code 0. Errors
+        as ``send_install``'s; a health check may run again after a crash, so it must only read.
+        """
+
+    # --- EBS snapshots (``domain/snapshots.py``): taken before a server is patched ---------------
+
+    def create_snapshots(self, instance_id: str, tags: Mapping[str, str]) -> list[VolumeSnapshot]:
+        """Snapshot every volume of the server at one point in time (EC2 CreateSnapshots), tagged with ``tags``.
+
+        Raise ``TransientError`` when surely nothing was created (throttling), ``DeliveryUncertainError``
+        when it may have been (find them by their token tag with ``list_snapshots``), and
+        ``ExecutionError`` when it cannot be done (an on-premises server has no EBS volume).
+        """
+
+    def snapshot_states(self, snapshot_ids: Collection[str]) -> dict[str, SnapshotState]:
+        """Each listed snapshot's state; an id missing from the answer is not listed yet (or is gone)."""
+
+    def list_snapshots(self, tags: Mapping[str, str | None]) -> SnapshotInventory:
+        """Snapshots carrying every given tag (``None``: the key with any value), and the fleet's time now."""
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        """Delete one snapshot; ``NotFoundError`` when there is none with this id."""

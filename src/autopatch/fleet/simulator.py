@@ -36,6 +36,7 @@ from typing import TypeVar
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import parse_instance_id
+from autopatch.domain.rings import check_health_script
 from autopatch.errors import NotFoundError, TransientError, ValidationError
 from autopatch.fleet.simulator_model import (
     INSTALL_FAILURE_HRESULTS,
@@ -51,6 +52,7 @@ from autopatch.fleet.simulator_model import (
     scan_output,
     signed_hresult,
 )
+from autopatch.fleet.simulator_snapshots import SimulatedSnapshots
 from autopatch.fleet.simulator_state import SimulatorState, StateTransaction
 from autopatch.store.base import CatalogStore
 
@@ -78,11 +80,12 @@ class ManualClock:
         self.now += seconds
 
 
-class FleetSimulator:
+class FleetSimulator(SimulatedSnapshots):
     """A simulated fleet of Windows servers behind the ``FleetAdapter`` protocol (``fleet/base.py``).
 
     Opening an existing ``state_path`` resumes that fleet; ``config`` may then change timings and
-    failure rates but not the fleet's shape (servers, seed, fractions, products). Simulated time is
+    failure rates but not the fleet's shape (servers, seed, fractions, products). EBS snapshots are
+    ``SimulatedSnapshots``'s (the fleet port's snapshot methods). Simulated time is
     measured on ``wall_clock``, the one clock every process opening the file reads alike; it
     defaults to ``time.time`` with the default clock and to ``clock`` itself when a clock is
     injected (a test's ``ManualClock`` stands in for both).
@@ -193,6 +196,8 @@ class FleetSimulator:
         if command.kind is CommandKind.SCAN:
             output = scan_output(server, self._ladders.get(server.product))
             return server, replace(command, status=CommandStatus.SUCCESS, exit_code=0, output=output)
+        if command.kind is CommandKind.HEALTH:
+            return server, _health_check_result(server, command)
         assert command.kb is not None  # every install command names its KB
         ladder = self._ladders.get(server.product)
         server, outcome = install_update(server, ladder, command.kb, command.injected_hresult, command.random_hresult)
@@ -366,6 +371,22 @@ class FleetSimulator:
         self._transaction(operation)
         return None
 
+    def send_health_check(self, instance_id: str, script: str) -> str:
+        """Start a ring gate's health-check script; it ends after ``scan_seconds`` of simulated time.
+
+        The script is checked as the SSM adapter checks it, not interpreted: it exits 1 on the
+        servers of ``health_check_failing_servers`` (decided now, from the config) and 0 elsewhere.
+        """
+        check_health_script(script)
+
+        def operation(tx: StateTransaction) -> str:
+            server, _ = self._settle(tx, instance_id)
+            exit_code = 1 if server.instance_id in self.config.health_check_failing_servers else 0
+            seconds = self.config.scan_seconds
+            return self._send(tx, server, CommandKind.HEALTH, None, seconds, injected_hresult=exit_code)
+
+        return self._transaction(operation)
+
     def is_online(self, instance_id: str) -> bool:
         """SSM's PingStatus: the agent answers — or went down less than ``heartbeat_lag_seconds`` ago."""
         return self._transaction(lambda tx: self._heartbeat(self._settle(tx, instance_id)[0], tx.now))
@@ -440,3 +461,12 @@ class FleetSimulator:
         self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _health_check_result(server: SimulatedServer, command: SimulatedCommand) -> SimulatedCommand:
+    """A health check's end: the exit code decided when it was sent, and a line saying so."""
+    exit_code = command.injected_hresult or 0
+    if exit_code == 0:
+        return replace(command, status=CommandStatus.SUCCESS, exit_code=0, output=f"{server.name}: healthy\n")
+    output = f"{server.name}: unhealthy (a simulated health-check failure)\n"
+    return replace(command, status=CommandStatus.FAILED, exit_code=exit_code, output=output, error="exit code 1")

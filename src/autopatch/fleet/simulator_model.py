@@ -28,6 +28,7 @@ from autopatch.catalog.queries import EMPTY_CATALOG, ProductUpdate, product_upda
 from autopatch.domain.catalog import collapse_spaces, format_kb
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance, OfferedUpdate
 from autopatch.domain.identifiers import parse_build
+from autopatch.domain.instance_ids import parse_instance_id
 from autopatch.errors import NotFoundError, ValidationError
 from autopatch.fleet.reports import WU_E_NOT_APPLICABLE, UpdateResultCode, install_json, scan_json
 from autopatch.store.base import CatalogStore
@@ -93,6 +94,13 @@ class SimulatorConfig(BaseModel):
     failure_rate: float = Field(default=0.05, ge=0.0, le=1.0)
     time_scale: float = Field(default=1.0, gt=0.0)
     products: list[str] = Field(default_factory=lambda: list(DEFAULT_PRODUCTS), min_length=1)
+    # EBS snapshots: EC2 lists a new snapshot only after a moment (it is eventually consistent), then
+    # copies it (pending) until it is completed. A failing server's snapshots end in state error.
+    snapshot_start_seconds: float = Field(default=15.0, ge=0.0)
+    snapshot_seconds: float = Field(default=900.0, ge=0.0)
+    snapshot_failing_servers: list[str] = Field(default_factory=list, max_length=100_000)
+    # Ring health gates: the health-check script exits 1 on these servers (0 elsewhere), after scan_seconds.
+    health_check_failing_servers: list[str] = Field(default_factory=list, max_length=100_000)
 
     @field_validator("products")
     @classmethod
@@ -101,6 +109,22 @@ class SimulatorConfig(BaseModel):
         if not all(names):
             raise ValueError("a product is an MSRC product name, e.g. 'Windows Server 2022'")
         return list(dict.fromkeys(names))
+
+    @field_validator("snapshot_failing_servers")
+    @classmethod
+    def _instance_ids(cls, instance_ids: list[str]) -> list[str]:
+        try:
+            return [parse_instance_id(value, "snapshot_failing_servers") for value in instance_ids]
+        except ValidationError as exc:
+            raise ValueError(exc.rule) from None
+
+    @field_validator("health_check_failing_servers")
+    @classmethod
+    def _health_check_instance_ids(cls, instance_ids: list[str]) -> list[str]:
+        try:
+            return [parse_instance_id(value, "health_check_failing_servers") for value in instance_ids]
+        except ValidationError as exc:
+            raise ValueError(exc.rule) from None
 
     def fleet_shape(self) -> dict[str, object]:
         """The settings that decide which servers exist; a persisted fleet must be reopened with these."""
@@ -396,6 +420,7 @@ SIMULATED_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 class CommandKind(StrEnum):
     SCAN = "scan"
     INSTALL = "install"
+    HEALTH = "health"  # a ring gate's health-check script; ``injected_hresult`` holds its exit code
 
 
 @dataclass(frozen=True, slots=True)
@@ -432,3 +457,18 @@ class SimulatedCommand:
             output=self.output,
             error=self.error,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedSnapshot:
+    """One volume's EBS snapshot as the simulator keeps it; its state follows from the time it was taken."""
+
+    snapshot_id: str
+    instance_id: str
+    volume_id: str
+    device: str
+    root: bool
+    created_at: float  # simulated seconds
+    fails: bool  # decided when taken (the server was configured to fail), so a reopening cannot change it
+    tags: dict[str, str]
+    request: int  # the CreateSnapshots call it came from (one per server and ask)

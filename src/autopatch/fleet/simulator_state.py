@@ -20,6 +20,7 @@ written before this module existed open unchanged.
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import time
@@ -30,9 +31,20 @@ from typing import Any, TypeVar
 
 from autopatch.domain.fleet import CommandStatus
 from autopatch.errors import NotFoundError, StoreError
-from autopatch.fleet.simulator_model import CommandKind, SimulatedCommand, SimulatedServer, SimulatorConfig
+from autopatch.fleet.simulator_model import (
+    CommandKind,
+    SimulatedCommand,
+    SimulatedServer,
+    SimulatedSnapshot,
+    SimulatorConfig,
+)
 
-_SCHEMA = """
+SNAPSHOTS_TABLE = """CREATE TABLE snapshots (
+    snapshot_id TEXT PRIMARY KEY, instance_id TEXT NOT NULL, volume_id TEXT NOT NULL, device TEXT NOT NULL,
+    root INTEGER NOT NULL, created_at REAL NOT NULL, fails INTEGER NOT NULL, tags TEXT NOT NULL,
+    request INTEGER NOT NULL
+)"""
+_TABLES = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE servers (
     instance_id TEXT PRIMARY KEY, name TEXT NOT NULL, computer_name TEXT NOT NULL,
@@ -54,8 +66,9 @@ CREATE TABLE install_counts (
 CREATE TABLE injected_failures (
     instance_id TEXT NOT NULL, kb TEXT NOT NULL, hresult INTEGER NOT NULL, remaining INTEGER,
     PRIMARY KEY (instance_id, kb)
-)
+);
 """
+_SCHEMA = _TABLES + SNAPSHOTS_TABLE
 # A literal in the queries, not a parameter: SQLite uses a partial index only for a WHERE it can
 # match when the statement is prepared. Unfinished: running, or waiting for an absent agent.
 _RUNNING = f"status IN ('{CommandStatus.IN_PROGRESS.value}', '{CommandStatus.PENDING.value}')"
@@ -66,7 +79,7 @@ _INDEXES = (
     f"CREATE INDEX IF NOT EXISTS commands_unfinished ON commands (instance_id) WHERE {_RUNNING}",
     "CREATE INDEX IF NOT EXISTS commands_token ON commands (instance_id, token)",
 )
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Version 1 → 2: restarts with a shutdown delay and a boot time; commands waiting for delivery.
 _UPGRADE_TO_2 = (
     "ALTER TABLE servers ADD COLUMN reboot_at REAL",
@@ -74,6 +87,8 @@ _UPGRADE_TO_2 = (
     "ALTER TABLE commands ADD COLUMN run_seconds REAL",
     "DROP INDEX IF EXISTS commands_running",  # its WHERE knew only InProgress
 )
+# Version 2 → 3: EBS snapshots (``simulator_snapshots``); ``request`` numbers the CreateSnapshots call.
+_UPGRADE_TO_3 = (SNAPSHOTS_TABLE,)
 # The tables' columns are the dataclasses' fields, named in every statement (servers add their position).
 _SERVER_FIELDS = tuple(field.name for field in fields(SimulatedServer))
 _COMMAND_FIELDS = tuple(field.name for field in fields(SimulatedCommand))
@@ -84,6 +99,9 @@ _UPDATE_COMMAND = (
     "UPDATE commands SET status = ?, exit_code = ?, output = ?, error = ?, started_at = ?, duration = ? "
     "WHERE command_id = ?"
 )
+
+_SNAPSHOT_FIELDS = tuple(field.name for field in fields(SimulatedSnapshot))
+_SNAPSHOT_COLUMNS = ", ".join(_SNAPSHOT_FIELDS)
 
 _BUSY_TIMEOUT_MS = 5000
 # busy_timeout makes SQLite wait for the lock itself; these retries cover what still escapes as
@@ -113,6 +131,19 @@ def _command_from_row(row: tuple[Any, ...]) -> SimulatedCommand:
     values = dict(zip(_COMMAND_FIELDS, row, strict=True))
     return SimulatedCommand(
         **{**values, "kind": CommandKind(values["kind"]), "status": CommandStatus(values["status"])}
+    )
+
+
+def _snapshot_values(snapshot: SimulatedSnapshot) -> tuple[object, ...]:
+    values = {name: getattr(snapshot, name) for name in _SNAPSHOT_FIELDS}
+    values["tags"] = json.dumps(dict(snapshot.tags), sort_keys=True)
+    return tuple(values.values())
+
+
+def _snapshot_from_row(row: tuple[Any, ...]) -> SimulatedSnapshot:
+    values = dict(zip(_SNAPSHOT_FIELDS, row, strict=True))
+    return SimulatedSnapshot(
+        **{**values, "root": bool(values["root"]), "fails": bool(values["fails"]), "tags": json.loads(values["tags"])}
     )
 
 
@@ -287,6 +318,32 @@ class StateTransaction:
         self.db.execute(sql, (instance_id, kb, hresult, times))
         self.changed = True
 
+    # --- EBS snapshots --------------------------------------------------------------------------
+
+    def insert_snapshots(self, snapshots: Iterable[SimulatedSnapshot]) -> None:
+        self.db.executemany(
+            f"INSERT INTO snapshots ({_SNAPSHOT_COLUMNS}) VALUES ({', '.join('?' * len(_SNAPSHOT_FIELDS))})",
+            (_snapshot_values(snapshot) for snapshot in snapshots),
+        )
+        self.changed = True
+
+    def snapshots(self, snapshot_ids: Iterable[str] | None = None) -> list[SimulatedSnapshot]:
+        """The snapshots with these ids (those that exist), or every snapshot; in the order they were taken."""
+        rows = self.db.execute(f"SELECT {_SNAPSHOT_COLUMNS} FROM snapshots ORDER BY rowid").fetchall()
+        wanted = None if snapshot_ids is None else set(snapshot_ids)
+        found = (_snapshot_from_row(row) for row in rows)
+        return [snapshot for snapshot in found if wanted is None or snapshot.snapshot_id in wanted]
+
+    def delete_snapshot(self, snapshot_id: str) -> bool:
+        deleted = self.db.execute("DELETE FROM snapshots WHERE snapshot_id = ?", (snapshot_id,)).rowcount
+        self.changed = True
+        return bool(deleted)
+
+    def snapshot_requests(self) -> dict[str, int]:
+        """CreateSnapshots calls per server (deleted snapshots no longer count)."""
+        sql = "SELECT instance_id, COUNT(DISTINCT request) FROM snapshots GROUP BY instance_id ORDER BY instance_id"
+        return {str(instance_id): int(count) for instance_id, count in self.db.execute(sql)}
+
 
 class SimulatorState:
     """The simulator's SQLite file (``:memory:`` without a path); sqlite3 errors become StoreError.
@@ -328,8 +385,8 @@ class SimulatorState:
             for statement in _SCHEMA.split(";"):
                 tx.db.execute(statement)
             tx.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        elif version == 1:
-            for statement in _UPGRADE_TO_2:
+        elif version in (1, 2):
+            for statement in (*(_UPGRADE_TO_2 if version == 1 else ()), *_UPGRADE_TO_3):
                 tx.db.execute(statement)
             tx.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         elif version != SCHEMA_VERSION:

@@ -19,7 +19,10 @@ is ever formatted into PowerShell source:
   The whole script is not base64-wrapped on purpose: ``FromBase64String`` feeding
   ``[scriptblock]::Create`` is a pattern endpoint protection flags as malware, and it hides the code
   from auditors;
-- instance ids go in ``InstanceIds`` (validated by ``parse_instance_id``), never into a script.
+- instance ids go in ``InstanceIds`` (validated by ``parse_instance_id``), never into a script;
+- a ring gate's health-check script (``--health-script``) is the operator's own file: it is the
+  ``commands`` parameter itself, line by line, unchanged (``health_check_commands``), with nothing
+  of ours formatted into it or wrapped around it.
 
 Timeouts (constructor arguments, each validated against what SSM accepts):
 
@@ -59,7 +62,7 @@ import base64
 import hashlib
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from functools import cache
@@ -77,6 +80,8 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError  # ty
 from autopatch.domain.fleet import CommandInvocation, CommandStatus, Instance
 from autopatch.domain.identifiers import parse_kb
 from autopatch.domain.instance_ids import is_managed_instance_id, parse_instance_id
+from autopatch.domain.rings import check_health_script
+from autopatch.domain.snapshots import SnapshotInventory, SnapshotState, VolumeSnapshot
 from autopatch.errors import (
     AutoPatchError,
     DeliveryUncertainError,
@@ -85,6 +90,7 @@ from autopatch.errors import (
     TransientError,
     ValidationError,
 )
+from autopatch.fleet.ec2_snapshots import Ec2Snapshots
 from autopatch.fleet.ssm_output import OutputDestination, is_truncated, read_full_stdout, truncation_message
 
 # Adaptive mode adds client-side rate limiting on top of backoff: a patch run polls hundreds of
@@ -100,6 +106,8 @@ DEFAULT_DELIVERY_TIMEOUT = 600
 KB_VARIABLE = "$autoPatchKbId"
 REBOOT_COMMENT = "AutoPatch reboot"
 SCAN_COMMENT = "AutoPatch scan"
+HEALTH_CHECK_COMMENT = "AutoPatch health check"
+HEALTH_CHECK_TIMEOUT = 600  # a health check reads a few services and counters: minutes at most
 # SSM's limits: AWS-RunPowerShellScript's executionTimeout is 1 s-48 h, TimeoutSeconds 30 s-30 days.
 _EXECUTION_TIMEOUT_RANGE = (1, 172_800)
 _DELIVERY_TIMEOUT_RANGE = (30, 2_592_000)
@@ -133,6 +141,7 @@ _CLIENT_RECIPES = {
     "ssm": ("ssm", CLIENT_CONFIG),
     "ssm_send": ("ssm", SEND_CLIENT_CONFIG),
     "ec2": ("ec2", CLIENT_CONFIG),
+    "ec2_create": ("ec2", SEND_CLIENT_CONFIG),  # CreateSnapshots: no idempotency token, never retried
     "s3": ("s3", CLIENT_CONFIG),
     "logs": ("logs", CLIENT_CONFIG),
 }
@@ -152,6 +161,15 @@ def scan_commands() -> list[str]:
 def reboot_commands() -> list[str]:
     """The ``commands`` parameter of a reboot: ``reboot.ps1`` as is (it takes no parameters)."""
     return script_text("reboot.ps1").splitlines()
+
+
+def health_check_commands(script: str) -> list[str]:
+    """The ``commands`` parameter of a ring gate's health check: the operator's script, line by line, unchanged.
+
+    Nothing is added around it and nothing of ours is formatted into it: SSM writes the lines to a
+    ``.ps1`` file and runs it, so the script's own exit code decides the gate.
+    """
+    return check_health_script(script).splitlines()
 
 
 def install_commands(kb: str) -> list[str]:
@@ -209,6 +227,7 @@ class SsmFleet:
             "ssm": ssm_client,
             "ssm_send": send_client if send_client is not None else ssm_client,
             "ec2": ec2_client,
+            "ec2_create": ec2_client,
             "s3": s3_client,
             "logs": logs_client,
         }
@@ -216,6 +235,8 @@ class SsmFleet:
         self._owned_clients: list[Any] = []
         self._session = session
         self._lock = threading.Lock()
+        # EBS snapshots before patching: EC2 calls only, in their own module.
+        self.snapshots = Ec2Snapshots(lambda: self.ec2, lambda: self._client("ec2_create"))
 
     @property
     def ssm(self) -> Any:
@@ -299,6 +320,12 @@ class SsmFleet:
     def send_scan(self, instance_id: str) -> str:
         """Run ``scan.ps1`` on one server; the id is validated first so no request names a bad target."""
         return self._send(parse_instance_id(instance_id), scan_commands(), SCAN_COMMENT, self.scan_timeout_seconds)
+
+    def send_health_check(self, instance_id: str, script: str) -> str:
+        """Run the operator's health-check script (``health_check_commands``) with a short execution timeout."""
+        instance_id = parse_instance_id(instance_id)
+        commands = health_check_commands(script)  # checked before anything is built or sent
+        return self._send(instance_id, commands, HEALTH_CHECK_COMMENT, HEALTH_CHECK_TIMEOUT)
 
     def send_install(self, instance_id: str, kb: str, token: str | None = None) -> str:
         """Run ``install.ps1`` for one KB; the KB travels as base64 data (see the module docstring)."""
@@ -400,6 +427,19 @@ class SsmFleet:
         instance_id = parse_instance_id(instance_id)
         # Finishing updates across the restart ("Working on updates") is what takes long.
         return self._send(instance_id, reboot_commands(), REBOOT_COMMENT, self.install_timeout_seconds)
+
+    def create_snapshots(self, instance_id: str, tags: Mapping[str, str]) -> list[VolumeSnapshot]:
+        """EC2 CreateSnapshots of the server's EBS volumes (``ec2_snapshots``)."""
+        return self.snapshots.create_snapshots(instance_id, tags)
+
+    def snapshot_states(self, snapshot_ids: Collection[str]) -> dict[str, SnapshotState]:
+        return self.snapshots.snapshot_states(snapshot_ids)
+
+    def list_snapshots(self, tags: Mapping[str, str | None]) -> SnapshotInventory:
+        return self.snapshots.list_snapshots(tags)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        self.snapshots.delete_snapshot(snapshot_id)
 
     def is_online(self, instance_id: str) -> bool:
         """SSM's ping status. It lags a reboot by up to a few minutes: callers wait for offline → online."""
@@ -601,4 +641,3 @@ def _translate(exc: Any, action: str, *, retried: bool = True) -> AutoPatchError
     if _is_server_error(exc):
         return TransientError(f"{action}: AWS failed on its side ({code}: {message})")
     return ExecutionError(f"{action} failed: {code}: {message}")
-

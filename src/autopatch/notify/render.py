@@ -64,6 +64,11 @@ def header_line(summary: RunSummary) -> str:
     )
 
 
+def reason_line(summary: RunSummary) -> str:
+    """``"Halted: ring canary failed its health gate: …"``: the run's status and why it ended so."""
+    return f"{summary.status}: {' '.join(summary.reason.split())}"
+
+
 def _server_title(server: ServerSummary) -> str:
     product = f" — {server.product}" if server.product else ""
     return f"{server.name} ({server.instance_id}){product}"
@@ -95,6 +100,8 @@ def _server_rows(server: ServerSummary) -> list[tuple[str, list[str]]]:
 def render_text(summary: RunSummary) -> str:
     """A plain-text report: one header line, then one indented block per server."""
     lines = [header_line(summary)]
+    if summary.reason:
+        lines.append(reason_line(summary))
     if not summary.servers:
         lines.append("No servers were part of this run.")
     for server in summary.servers:
@@ -128,6 +135,8 @@ def render_html(summary: RunSummary) -> str:
         "</title></head><body>",
         f"<h2>{escape(header_line(summary))}</h2>",
     ]
+    if summary.reason:
+        parts.append(f"<p>{escape(reason_line(summary))}</p>")
     if not summary.servers:
         parts.append("<p>No servers were part of this run.</p>")
     for server in summary.servers:
@@ -154,6 +163,7 @@ def summary_to_dict(summary: RunSummary) -> dict[str, Any]:
         "run_id": summary.run_id,
         "kind": summary.kind,
         "status": summary.status,
+        "reason": summary.reason,
         "subject": subject(summary),
         "started_at": summary.started_at.isoformat(),
         "finished_at": summary.finished_at.isoformat(),

@@ -11,11 +11,12 @@ adapter. ``tests/store_contract.py`` is the behaviour every adapter must show.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from autopatch.domain.access import AuditEntry, Principal, Role, TokenRecord
+from autopatch.domain.baselines import Baseline
 from autopatch.domain.catalog import (
     AffectedRecord,
     CatalogDocument,
@@ -25,10 +26,16 @@ from autopatch.domain.catalog import (
     ProductSummary,
     StoredDocument,
 )
+from autopatch.domain.exposure_history import ExposureSet, HistorySpan
 from autopatch.domain.fleet import Instance, ScanReport
+from autopatch.domain.fleet_view import CatalogChanges, FleetChanges, ScannedServer
 from autopatch.domain.jobs import JobRecord
+from autopatch.domain.kev import KevCatalog, KevCatalogInfo, KevEntry
 from autopatch.domain.patching import KbState, RunStatus
+from autopatch.domain.ring_gates import GateStatus, RingGate, RingMember
 from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
+from autopatch.domain.snapshots import RunSnapshot
+from autopatch.domain.windows import MaintenanceWindow, OccurrenceRecord
 
 # What ``update_attempt`` and ``update_server`` may set: the same for every adapter.
 ATTEMPT_FIELDS = frozenset(
@@ -138,7 +145,77 @@ class FleetStore(Protocol):
         """A counter that moves whenever instances or scans are saved (in the same atomic write)."""
 
 
-class RunStore(RunLeaseStore, Protocol):
+class FleetViewStore(Protocol):
+    """What the fleet's exposure reads: one narrow record per server, and what changed since a revision.
+
+    See ``domain/fleet_view.py``. Equal KB sets come back as one shared object. A change log
+    answers for the writes after ``since`` up to the revision it names, or None when it cannot
+    (it no longer reaches back that far, or a write logged nothing): the reader then starts afresh.
+    """
+
+    def scanned_servers(self, instance_ids: Collection[str] | None = None) -> list[ScannedServer]:
+        """Every instance (or the given ones; unknown ids are left out) with its newest scan, by name then id."""
+
+    def fleet_changes(self, since: int) -> FleetChanges | None:
+        """The instances whose record or scans were saved after fleet revision ``since``."""
+
+    def catalog_changes(self, since: int) -> CatalogChanges | None:
+        """The product names and KBs that catalog writes after catalog revision ``since`` listed."""
+
+
+# What ``update_ring_gate`` and ``update_ring_member`` may set: the same for every adapter.
+RING_GATE_FIELDS = frozenset({"status", "reason", "soak_until", "started_at", "finished_at"})
+RING_MEMBER_FIELDS = frozenset({"check", "round", "detail", "command_id", "checked_at"})
+
+
+class RingStore(Protocol):
+    """The rings of a run and the state of their health gates (``domain/ring_gates.py``).
+
+    A run's rings are made once: ``create_rings`` stores the gates and their members atomically
+    unless the run has rings already, and answers the gates stored either way (a second driver
+    assigning them again gets the first one's). A gate is changed only while its status is still
+    the one its caller read (``StateError`` otherwise), so two drivers never both move it.
+    """
+
+    def create_rings(self, gates: list[RingGate], members: list[RingMember]) -> list[RingGate]:
+        """Store the run's rings unless it has some; the run's rings as stored, by position."""
+
+    def ring_gates(self, run_id: str) -> list[RingGate]:
+        """The run's rings by position; empty for a run without rings."""
+
+    def ring_members(self, run_id: str, position: int | None = None) -> list[RingMember]:
+        """The servers of the run's rings (or of one ring), by position then instance id."""
+
+    def update_ring_gate(self, run_id: str, position: int, expected: GateStatus, **fields: Any) -> None:
+        """Set ``RING_GATE_FIELDS`` of a gate still in ``expected``: ``StateError`` if it moved, ``NotFoundError``
+        if there is no such gate."""
+
+    def update_ring_member(self, run_id: str, position: int, instance_id: str, **fields: Any) -> None:
+        """Set ``RING_MEMBER_FIELDS`` of one server of a ring; ``NotFoundError`` if it is not in that ring."""
+
+
+class SnapshotStore(Protocol):
+    """The EBS snapshots a run took of its servers (``domain/snapshots.py``): one record per run server.
+
+    ``begin_snapshot`` writes the intent BEFORE the fleet is asked, and only once per run server: a
+    second call (a resumed run, a retried Lambda task) gets the stored record back, so it looks
+    the snapshots up by their token instead of taking another set.
+    """
+
+    def begin_snapshot(self, run_id: str, instance_id: str, token: str, at: str) -> RunSnapshot:
+        """Store the record (phase asking) unless the run server has one; the record as stored.
+        ``NotFoundError`` for a server not in the run."""
+
+    def update_snapshot(self, run_id: str, instance_id: str, **fields: Any) -> None:
+        """Set ``SNAPSHOT_FIELDS`` (``volumes`` as ``SnapshotVolume``s); ``NotFoundError`` without a record."""
+
+    def run_snapshot(self, run_id: str, instance_id: str) -> RunSnapshot | None: ...
+
+    def run_snapshots(self, run_id: str) -> list[RunSnapshot]:
+        """The run's snapshot records, by instance id."""
+
+
+class RunStore(RunLeaseStore, RingStore, SnapshotStore, Protocol):
     """Patch runs: every state, transition and attempt, kept forever; one driver per run.
 
     Every write is atomic. ``create_run`` refuses (``ConflictError``) a server that an unfinished
@@ -297,5 +374,123 @@ class JobStore(Protocol):
     def get_job(self, job_id: str) -> JobRecord | None: ...
 
 
-class Store(CatalogStore, FleetStore, RunStore, AccessStore, SettingsStore, WaiterStore, JobStore, Protocol):
+class WindowStore(Protocol):
+    """Maintenance windows, and which of their occurrences a scheduler has acted on.
+
+    Two schedulers (two ``serve`` processes, a ``serve`` and a cron'd ``scheduler --once``) may
+    look at the same occurrence at once: ``claim_occurrence`` is one conditional write, so exactly
+    one of them starts its run. A window's name is unique (``ConflictError`` on create, and
+    ``NotFoundError`` when replacing an unknown one).
+    """
+
+    def create_window(self, window: MaintenanceWindow) -> MaintenanceWindow:
+        """Store a new window, stamped created/updated now; ``ConflictError`` naming it when the name is taken."""
+
+    def replace_window(self, window: MaintenanceWindow) -> MaintenanceWindow:
+        """Replace a window's definition (its created time kept); ``NotFoundError`` for an unknown name."""
+
+    def get_window(self, name: str) -> MaintenanceWindow | None: ...
+
+    def list_windows(self) -> list[MaintenanceWindow]:
+        """Every window, by name."""
+
+    def delete_window(self, name: str) -> bool:
+        """Forget a window and its occurrence records (runs keep its name); False when there was none."""
+
+    def claim_occurrence(self, window: str, starts_at: str, owner: str, claimed_at: str, stale_owner: str = "") -> bool:
+        """Be the one who acts on this occurrence; False when another claimed it first.
+
+        A claim that names no run yet and whose owner is ``stale_owner`` (found dead by the
+        caller) is taken over, conditionally on that owner still being recorded.
+        """
+
+    def record_occurrence(self, window: str, starts_at: str, run_id: str | None, note: str = "") -> None:
+        """The run the claimed occurrence started or continued, or why it started none."""
+
+    def window_occurrences(self, window: str, limit: int = 20) -> list[OccurrenceRecord]:
+        """A window's claimed occurrences, newest first."""
+
+    def reopen_paused_run(self, run_id: str, options: dict[str, object]) -> bool:
+        """A Paused run continues in a new occurrence: Running, its options replaced, in one conditional write.
+
+        False (and nothing written) unless the run is still Paused, so two schedulers never both
+        reopen it, and a run cancelled meanwhile stays cancelled.
+        """
+
+
+class BaselineStore(Protocol):
+    """Patch baselines (``domain/baselines.py``), kept whole under their unique name.
+
+    Every plan lists them (a server's tags pick its baselines), so ``list_baselines`` stays one read.
+    """
+
+    def create_baseline(self, baseline: Baseline) -> Baseline:
+        """Store a new baseline, stamped created/updated now; ``ConflictError`` naming it when the name is taken."""
+
+    def replace_baseline(self, baseline: Baseline) -> Baseline:
+        """Replace a baseline (its created time kept, updated now); ``NotFoundError`` for an unknown name."""
+
+    def get_baseline(self, name: str) -> Baseline | None: ...
+
+    def list_baselines(self) -> list[Baseline]:
+        """Every baseline, by name."""
+
+    def delete_baseline(self, name: str) -> bool:
+        """Forget a baseline; False when there was none."""
+
+
+class KevStore(Protocol):
+    """CISA's Known Exploited Vulnerabilities catalog (``domain/kev.py``), replaced whole on each import.
+
+    The feed is small (1,404 entries in 2025) and published whole, so an import replaces every
+    entry in one atomic write: a reader sees the old catalog or the new one, never a mix.
+    """
+
+    def replace_kev_catalog(self, catalog: KevCatalog, source: str, imported_at: str) -> ImportCounts:
+        """Store ``catalog`` in place of the stored one; entries added, updated, unchanged and removed."""
+
+    def kev_catalog_info(self) -> KevCatalogInfo | None:
+        """The stored feed's version, release stamp, source, import time and size; None before any import."""
+
+    def list_kev_entries(self) -> list[KevEntry]:
+        """Every stored entry, by CVE id."""
+
+
+class HistoryStore(Protocol):
+    """Exposure history (``domain/exposure_history.py``): per server, spans of scans that found the same
+    exposure, and the content-addressed exposure sets the spans name.
+
+    ``append_history`` is the one write: it reads each server's latest span and applies
+    ``extend_spans`` (extend it, start a new one, or drop a scan not newer than it) in the same
+    atomic write on SQLite; a set already stored (same digest) is not written again.
+    """
+
+    def append_history(self, scans: Sequence[HistorySpan], sets: Iterable[ExposureSet]) -> None:
+        """Record one-scan spans and the sets they name."""
+
+    def latest_history(self, instance_ids: Collection[str] | None = None) -> dict[str, HistorySpan]:
+        """Each server's latest span (every server's, or those named)."""
+
+    def history_spans(self, instance_ids: Collection[str] | None = None) -> list[HistorySpan]:
+        """Every span (of the servers named), by instance id, then first scan."""
+
+    def exposure_sets(self, digests: Collection[str]) -> dict[str, ExposureSet]:
+        """The stored sets among ``digests``, by digest."""
+
+
+class Store(
+    CatalogStore,
+    FleetStore,
+    FleetViewStore,
+    RunStore,
+    AccessStore,
+    SettingsStore,
+    WaiterStore,
+    JobStore,
+    WindowStore,
+    BaselineStore,
+    KevStore,
+    HistoryStore,
+    Protocol,
+):
     """Everything at once: what one adapter (SQLite, DynamoDB) provides, for code that spans the ports."""

@@ -8,8 +8,9 @@ same, and a test can compare the two):
   ``by_month`` index), without its TTL. See ``dynamodb_catalog_items``.
 - the **state** table holds everything that changes one item at a time, under conditions and in
   transactions: the catalog's document headers, digests and counters, the fleet, runs, tokens,
-  the audit log, settings and waiters. See ``dynamodb_fleet``, ``dynamodb_run_reads``,
-  ``dynamodb_access``.
+  the audit log, settings, waiters, maintenance windows, baselines and CISA's KEV catalog. See
+  ``dynamodb_fleet``, ``dynamodb_run_reads``, ``dynamodb_access``, ``dynamodb_windows``,
+  ``dynamodb_baselines``, ``dynamodb_kev``.
 
 The catalog table is never in a transaction. Keeping every transaction on the state table keeps
 the two kinds of load apart (an import's
@@ -33,13 +34,20 @@ from botocore.config import Config  # type: ignore[import-untyped, unused-ignore
 from autopatch.domain.catalog import Product
 from autopatch.errors import StoreError
 from autopatch.store.dynamodb_access import AccessItems, SettingsItems
+from autopatch.store.dynamodb_baselines import BaselineItems
 from autopatch.store.dynamodb_catalog import CatalogItems, CatalogView
 from autopatch.store.dynamodb_catalog_items import BY_MONTH
 from autopatch.store.dynamodb_fleet import FleetItems
+from autopatch.store.dynamodb_fleet_view import FleetViewItems
+from autopatch.store.dynamodb_history import HistoryItems
 from autopatch.store.dynamodb_io import PK, SK, DynamoIO
 from autopatch.store.dynamodb_jobs import JobItems
+from autopatch.store.dynamodb_kev import KevItems
+from autopatch.store.dynamodb_rings import RingItems
 from autopatch.store.dynamodb_run_reads import BY_INSTANCE
 from autopatch.store.dynamodb_runs import RunItems
+from autopatch.store.dynamodb_snapshots import SnapshotItems
+from autopatch.store.dynamodb_windows import WindowItems
 
 if TYPE_CHECKING:
     from autopatch.store.base import Store
@@ -98,7 +106,21 @@ def table_definitions(
     ]
 
 
-class DynamoStore(CatalogItems, FleetItems, RunItems, AccessItems, SettingsItems, JobItems):
+class DynamoStore(
+    CatalogItems,
+    FleetItems,
+    RunItems,
+    RingItems,
+    AccessItems,
+    SettingsItems,
+    JobItems,
+    WindowItems,
+    SnapshotItems,
+    BaselineItems,
+    KevItems,
+    HistoryItems,
+    FleetViewItems,
+):
     """``Store`` on two DynamoDB tables; the client is injected or built on first use."""
 
     def __init__(

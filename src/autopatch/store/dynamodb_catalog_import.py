@@ -39,11 +39,19 @@ from autopatch.store.dynamodb_catalog_items import (
     generation_keys,
 )
 from autopatch.store.dynamodb_codec import join_blob, unpack
-from autopatch.store.dynamodb_fleet import CATALOG_COUNTER, counter_action, read_counter
+from autopatch.store.dynamodb_fleet import CATALOG_COUNTER, read_counter
+from autopatch.store.dynamodb_fleet_view import (
+    catalog_footprint,
+    catalog_keys,
+    counter_key,
+    counter_value,
+    logged_counter,
+)
 from autopatch.store.dynamodb_io import PK, SK, DynamoIO, Item, TransactionCancelled, pk_sk, put_action
 
 CATALOG = "CATALOG"
 ORPHAN_SECONDS = 3600.0
+PUBLISH_TRIES = 10
 
 
 def day(text: str | None) -> date | None:
@@ -124,16 +132,22 @@ class CatalogImport:
             "fix_count": len(document.fixes),
         }
         condition, values = ("#gen = :old", {":old": old["gen"]}) if old else ("attribute_not_exists(#pk)", None)
-        try:
-            self._io.transact(
-                [
-                    put_action(self.state_table, header, condition, values),
-                    counter_action(self.state_table, CATALOG_COUNTER),
-                ]
-            )
-        except TransactionCancelled as exc:
+        publish = put_action(self.state_table, header, condition, values)
+        touched = self._touched(document, items.digest, old_digest[0] if old_digest else None, bool(old))
+        for attempt in range(PUBLISH_TRIES):
+            current = counter_value(self._io.get(self.state_table, counter_key(CATALOG_COUNTER)))
+            try:
+                self._io.transact([publish, *logged_counter(self.state_table, CATALOG_COUNTER, current, touched)])
+                break
+            except TransactionCancelled as exc:
+                if 0 in exc.failed():  # the header's condition, not the counter's
+                    self._delete_generation(info.document_id, generation, items.digest, len(items.digest_items))
+                    message = f"{info.document_id} was replaced by another import meanwhile; import it again"
+                    raise StoreError(message) from exc
+                self._io.backoff(attempt)  # another catalog write moved the counter: read it again
+        else:
             self._delete_generation(info.document_id, generation, items.digest, len(items.digest_items))
-            raise StoreError(f"{info.document_id} was replaced by another import meanwhile; import it again") from exc
+            raise StoreError(f"{info.document_id} could not be published: the catalog counter kept moving")
         known = self._known_products
         assert known is not None
         known.update((p.product_id, p) for p in changed)  # only once the import is published
@@ -141,6 +155,20 @@ class CatalogImport:
             self._delete_generation(info.document_id, old["gen"], *old_digest)
         self._delete_orphans(info.document_id, keep={generation})
         return counts
+
+    def _touched(
+        self, document: CatalogDocument, digest: dict[str, Any], old_digest: dict[str, Any] | None, replaced: bool
+    ) -> dict[str, list[Any]] | None:
+        """What the change log says this import touched: both versions' products and KBs (None: not known)."""
+        if replaced and old_digest is None:  # the old version's digest is gone: its footprint is unknown
+            return None
+        known = self._known_products or {}
+        names = {p.product_id: p.name for p in known.values()} | {p.product_id: p.name for p in document.products}
+        products, kbs = catalog_footprint(digest, names)
+        if old_digest is not None:
+            old_products, old_kbs = catalog_footprint(old_digest, names)
+            products, kbs = products | old_products, kbs | old_kbs
+        return catalog_keys(products, kbs)
 
     def _changed_products(self, document: CatalogDocument) -> list[Product]:
         """Only new or renamed products (every month repeats the whole product tree); a family is never lost."""

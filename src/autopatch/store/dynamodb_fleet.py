@@ -8,10 +8,11 @@ Items (state table)::
                                         one Query of one partition instead of one per server
     COUNTERS         / catalog|fleet…   the change counters (``ADD`` in the writes' transaction)
 
-A discovery or a scan is written in transactions of at most 100 actions, each of which also adds 1
-to the fleet counter: whatever a reader sees of a write, it sees the counter that went with it
-(10,000 servers take 100 transactions, each bumping the counter: a reader may see a counter move
-several times during one discovery, never data newer than its counter).
+A discovery or a scan is written in transactions of at most 100 actions, each of which also moves
+the fleet counter by 1 and logs the instances it wrote under that revision (``dynamodb_fleet_view``):
+whatever a reader sees of a write, it sees the counter that went with it (10,000 servers take 100
+transactions, each moving the counter: a reader may see a counter move several times during one
+discovery, never data newer than its counter).
 
 The newest-scan copy is replaced only under the condition that it is not newer than the scan
 being written, so an older scan stored late (a slow server's report) never hides a newer one.
@@ -27,6 +28,7 @@ from typing import Any
 from autopatch.domain.fleet import Instance, OfferedUpdate, ScanReport
 from autopatch.errors import StoreError
 from autopatch.store.dynamodb_codec import BLOB_PART_BYTES, pack, unpack
+from autopatch.store.dynamodb_fleet_view import LOGGED_ACTIONS, counter_key, counter_value, logged_counter
 from autopatch.store.dynamodb_io import (
     PK,
     SK,
@@ -44,7 +46,9 @@ CATALOG_COUNTER = "catalog"
 FLEET_COUNTER = "fleet"
 INSTANCES = "INSTANCES"
 LATEST_SCANS = "LATEST_SCANS"
-_SCANS_PER_TRANSACTION = 49  # a history put and a newest-copy put each, plus the counter
+_SCANS_PER_TRANSACTION = 48  # a history put and a newest-copy put each, plus the logged counter's 3
+_INSTANCES_PER_TRANSACTION = 100 - LOGGED_ACTIONS
+_TRIES = 10
 _OPTIONAL_INSTANCE_FIELDS = ("ip_address", "ami_id", "ami_name")
 
 
@@ -152,8 +156,21 @@ class FleetItems:
             update_action(self.state_table, pk_sk(INSTANCES, i.instance_id), *_instance_update(i, discovered_at))
             for i in latest.values()
         ]
-        for batch in chunks(actions, 99) if actions else [[]]:
-            self._io.transact([*batch, counter_action(self.state_table, FLEET_COUNTER)])
+        ids = list(latest)
+        for start in range(0, len(actions), _INSTANCES_PER_TRANSACTION) if actions else [0]:
+            end = start + _INSTANCES_PER_TRANSACTION
+            self._transact_logged(actions[start:end], ids[start:end])
+
+    def _transact_logged(self, actions: list[Item], instance_ids: list[str]) -> None:
+        """``actions`` with the fleet counter's move and its log item (retried when another write moved it)."""
+        for attempt in range(_TRIES):
+            current = counter_value(self._io.get(self.state_table, counter_key(FLEET_COUNTER)))
+            try:
+                self._io.transact([*actions, *logged_counter(self.state_table, FLEET_COUNTER, current, instance_ids)])
+                return
+            except TransactionCancelled:  # another write moved the counter meanwhile
+                self._io.backoff(attempt)
+        raise StoreError("instances could not be saved: the fleet counter kept moving")
 
     def list_instances(self) -> list[Instance]:
         instances = [_instance(item) for item in self._io.query(self.state_table, INSTANCES)]
@@ -177,11 +194,12 @@ class FleetItems:
             put_action(self.state_table, scan_item(f"SCAN#{scan.instance_id}", scan.scanned_at.isoformat(), scan))
             for scan in batch
         ]
-        for attempt in range(10):
-            stored = {
-                item["sk"]: item["scanned_at"]
-                for item in self._io.batch_get(self.state_table, [pk_sk(LATEST_SCANS, i) for i in newest])
-            }
+        for attempt in range(_TRIES):
+            read = self._io.batch_get(
+                self.state_table, [*(pk_sk(LATEST_SCANS, i) for i in newest), counter_key(FLEET_COUNTER)]
+            )
+            stored = {item["sk"]: item["scanned_at"] for item in read if item[PK] == LATEST_SCANS}
+            current = counter_value(next((item for item in read if item[PK] == COUNTERS), None))
             copies = [
                 put_action(
                     self.state_table,
@@ -192,10 +210,11 @@ class FleetItems:
                 for instance_id, scan in newest.items()
                 if instance_id not in stored or stored[instance_id] <= scan.scanned_at.isoformat()
             ]
+            logged = logged_counter(self.state_table, FLEET_COUNTER, current, sorted({s.instance_id for s in batch}))
             try:
-                self._io.transact([*history, *copies, counter_action(self.state_table, FLEET_COUNTER)])
+                self._io.transact([*history, *copies, *logged])
                 return
-            except TransactionCancelled:  # a newer scan landed meanwhile: read the copies again
+            except TransactionCancelled:  # a newer scan or another write landed meanwhile: read again
                 self._io.backoff(attempt)
         raise StoreError("scans could not be saved: the newest-scan copies kept changing")
 

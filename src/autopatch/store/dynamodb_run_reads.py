@@ -29,7 +29,7 @@ import json
 from typing import Any
 
 from autopatch.domain.patching import UNFINISHED_RUN_STATUSES, KbState, RunStatus
-from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition
+from autopatch.domain.runs import Attempt, RunItem, RunRecord, RunServer, Transition, start_order
 from autopatch.errors import NotFoundError
 from autopatch.store.dynamodb_fleet import COUNTERS, read_counter
 from autopatch.store.dynamodb_io import PK, SK, DynamoIO, Item, pk_sk
@@ -144,6 +144,7 @@ def run_server(item: Item) -> RunServer:
     values: dict[str, Any] = {name: item.get(name) for name in RunServer.__dataclass_fields__}
     values["reboots"] = int(item.get("reboots", 0))
     values["reason"] = item.get("reason", "")
+    values["open_exploited"] = int(item.get("open_exploited") or 0)
     return RunServer(**values)
 
 
@@ -216,7 +217,7 @@ class RunReads:
 
     def run_servers(self, run_id: str) -> list[RunServer]:
         servers = map(run_server, self._io.query(self.state_table, run_pk(run_id), "SERVER#"))
-        return sorted(servers, key=lambda server: (server.name, server.instance_id))
+        return sorted(servers, key=start_order)
 
     def run_server(self, run_id: str, instance_id: str) -> RunServer:
         item = self._io.get(self.state_table, server_key(run_id, instance_id))

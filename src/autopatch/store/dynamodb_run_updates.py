@@ -29,8 +29,9 @@ from autopatch.store.dynamodb_io import (
 from autopatch.store.dynamodb_run_reads import RunReads, run_key, run_pk, server_key
 
 _TRIES = 10
-UNFINISHED_CONDITION = "#status IN (:pending, :running, :cancelling)"
-UNFINISHED_VALUES = dict(zip((":pending", ":running", ":cancelling"), map(str, UNFINISHED_RUN_STATUSES), strict=True))
+# ":pending", ":running", ":cancelling", ":paused": one placeholder per unfinished status, named after it.
+UNFINISHED_VALUES = {f":{status.name.lower()}": str(status) for status in UNFINISHED_RUN_STATUSES}
+UNFINISHED_CONDITION = f"#status IN ({', '.join(UNFINISHED_VALUES)})"
 
 
 def assignments(fields: dict[str, Any]) -> tuple[str, dict[str, Any]]:

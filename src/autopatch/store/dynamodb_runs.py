@@ -130,7 +130,11 @@ class RunItems(RunUpdates):
         for item in items:
             check_transition(None, item.state, f"{item.instance_id}/{item.kb}")
         for server in servers:
-            fields = {"product": server.product, "build_before": server.build_before}
+            fields = {
+                "product": server.product,
+                "build_before": server.build_before,
+                "open_exploited": server.open_exploited,
+            }
             self._update_server(run_id, server.instance_id, fields | {"status": server.status, "reason": server.reason})
         children: list[dict[str, Any]] = []
         for item in items:

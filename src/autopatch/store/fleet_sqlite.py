@@ -83,21 +83,6 @@ def instance_from_row(row: tuple[Any, ...]) -> Instance:
     )
 
 
-def scan_row(scan: ScanReport) -> tuple[Any, ...]:
-    return (
-        scan.instance_id,
-        scan.scanned_at.isoformat(),
-        scan.os_caption,
-        scan.build,
-        scan.installation_type,
-        json.dumps(sorted(scan.installed_kbs)),
-        json.dumps([[update.kb, update.title] for update in scan.offered]),
-        int(scan.pending_reboot),
-        scan.boot_time.isoformat() if scan.boot_time else None,
-        scan.error,
-    )
-
-
 def scan_from_row(row: tuple[Any, ...]) -> ScanReport:
     instance_id, scanned_at, caption, build, installation_type, installed, offered, pending, boot, error = row
     return ScanReport(

@@ -118,6 +118,10 @@ RUN_REBOOT_MIGRATION = """
     ALTER TABLE run_servers ADD COLUMN reboot_requested_at TEXT;
     ALTER TABLE run_servers ADD COLUMN boot_before TEXT
 """
+# Exploited-first (domain/runs.start_order): servers with open exploited/KEV CVEs are listed, and so started, first.
+RUN_EXPLOITED_MIGRATION = """
+    ALTER TABLE run_servers ADD COLUMN open_exploited INTEGER NOT NULL DEFAULT 0
+"""
 _RUN_COLUMNS = (
     "run_id, kind, status, created_at, options, started_at, finished_at, reason, owner, lease_expires, planned"
 )
@@ -215,7 +219,7 @@ class RunTables:
             )
             db.executemany(
                 "INSERT INTO run_servers (run_id, instance_id, name, product, build_before, status, build_after, "
-                "reboots, started_at, finished_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reboots, started_at, finished_at, reason, open_exploited) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         s.run_id,
@@ -229,6 +233,7 @@ class RunTables:
                         None,
                         None,
                         s.reason,
+                        s.open_exploited,
                     )
                     for s in servers
                 ],
@@ -246,9 +251,12 @@ class RunTables:
             if row[1]:
                 raise StateError(f"run {run_id} is already planned")
             db.executemany(
-                "UPDATE run_servers SET product = ?, build_before = ?, status = ?, reason = ? "
+                "UPDATE run_servers SET product = ?, build_before = ?, status = ?, reason = ?, open_exploited = ? "
                 "WHERE run_id = ? AND instance_id = ?",
-                [(s.product, s.build_before, s.status, s.reason, run_id, s.instance_id) for s in servers],
+                [
+                    (s.product, s.build_before, s.status, s.reason, s.open_exploited, run_id, s.instance_id)
+                    for s in servers
+                ],
             )
             self._insert_items(db, items, stamp)
             if row[0] != RunStatus.PENDING:  # cancelled while it was being scanned: nothing starts
@@ -506,7 +514,9 @@ class RunTables:
         return [_run(row) for row in rows]
 
     def run_servers(self, run_id: str) -> list[RunServer]:
-        rows = self._query("SELECT * FROM run_servers WHERE run_id = ? ORDER BY name, instance_id", (run_id,))
+        rows = self._query(
+            "SELECT * FROM run_servers WHERE run_id = ? ORDER BY open_exploited DESC, name, instance_id", (run_id,)
+        )
         return [RunServer(*row) for row in rows]
 
     def run_item(self, run_id: str, instance_id: str, kb: str) -> RunItem:

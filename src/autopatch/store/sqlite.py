@@ -22,15 +22,15 @@ from autopatch.domain.catalog import (
     CatalogDocument,
     FixRecord,
     ImportCounts,
-    KbFix,
     Product,
     ProductSummary,
     StoredDocument,
-    kb_article_url,
 )
 from autopatch.domain.fleet import Instance, ScanReport
 from autopatch.errors import StoreError, ValidationError
 from autopatch.store.access_sqlite import ACCESS_MIGRATION, AccessTables
+from autopatch.store.baselines_sqlite import BASELINES_MIGRATION, BaselineTables
+from autopatch.store.catalog_rows_sqlite import CatalogRowDecoder, catalog_search_url
 from autopatch.store.fleet_sqlite import (
     FLEET_MIGRATION,
     INSTANCE_COLUMNS,
@@ -40,12 +40,31 @@ from autopatch.store.fleet_sqlite import (
     instance_from_row,
     instance_row,
     scan_from_row,
-    scan_row,
 )
+from autopatch.store.fleet_view_sqlite import (
+    FLEET_VIEW_MIGRATION,
+    FleetViewTables,
+    document_footprint,
+    log_catalog_change,
+    log_fleet_change,
+    record_newest,
+    scan_rows,
+)
+from autopatch.store.history_sqlite import HISTORY_MIGRATION, HistoryTables
 from autopatch.store.jobs_sqlite import JOBS_MIGRATION, JobTables
-from autopatch.store.revisions_sqlite import CATALOG, FLEET, REVISIONS_MIGRATION, RevisionTables, bump_revision
-from autopatch.store.runs_sqlite import RUN_OWNER_MIGRATION, RUN_REBOOT_MIGRATION, RUNS_MIGRATION, RunTables
+from autopatch.store.kev_sqlite import KEV_MIGRATION, KevTables
+from autopatch.store.revisions_sqlite import REVISIONS_MIGRATION, RevisionTables
+from autopatch.store.rings_sqlite import RINGS_MIGRATION, RingTables
+from autopatch.store.runs_sqlite import (
+    RUN_EXPLOITED_MIGRATION,
+    RUN_OWNER_MIGRATION,
+    RUN_REBOOT_MIGRATION,
+    RUNS_MIGRATION,
+    RunTables,
+)
 from autopatch.store.settings_sqlite import SETTINGS_MIGRATION, WAITERS_MIGRATION, SettingsTables
+from autopatch.store.snapshots_sqlite import SNAPSHOTS_MIGRATION, SnapshotTables
+from autopatch.store.windows_sqlite import WINDOWS_MIGRATION, WindowTables
 
 # Each entry upgrades the schema by one version; PRAGMA user_version records how far we are.
 # Child rows reference their document only (not each other): per-row composite foreign keys
@@ -124,6 +143,14 @@ MIGRATIONS: tuple[str, ...] = (
     f"{REVISIONS_MIGRATION};{SETTINGS_MIGRATION}",
     WAITERS_MIGRATION,
     JOBS_MIGRATION,
+    WINDOWS_MIGRATION,
+    RINGS_MIGRATION,
+    SNAPSHOTS_MIGRATION,
+    BASELINES_MIGRATION,
+    KEV_MIGRATION,
+    RUN_EXPLOITED_MIGRATION,
+    HISTORY_MIGRATION,
+    FLEET_VIEW_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
@@ -138,32 +165,31 @@ def _day(text: str | None) -> date | None:
     return date.fromisoformat(text) if text else None
 
 
-def _catalog_search_url(kb: int) -> str:
-    return f"https://catalog.update.microsoft.com/v7/site/Search.aspx?q=KB{kb}"
-
-
 def _compact_download_url(kb: int, url: str | None) -> str | None:
-    """NULL for the usual catalog link, '' for "Microsoft gave none", the URL otherwise."""
+    """NULL for the usual catalog link, '' for "Microsoft gave none", the URL otherwise (``expand_download_url``)."""
     if url is None:
         return ""
-    return None if url == _catalog_search_url(kb) else url
-
-
-def _expand_download_url(kb: int, stored: str | None) -> str | None:
-    if stored is None:
-        return _catalog_search_url(kb)
-    return stored or None
-
-
-def _flag(value: int | None) -> bool | None:
-    return None if value is None else bool(value)
+    return None if url == catalog_search_url(kb) else url
 
 
 def _placeholders(values: Collection[object]) -> str:
     return ",".join("?" * len(values))
 
 
-class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTables):
+class SqliteStore(
+    RingTables,
+    RunTables,
+    AccessTables,
+    SettingsTables,
+    RevisionTables,
+    JobTables,
+    WindowTables,
+    SnapshotTables,
+    BaselineTables,
+    KevTables,
+    HistoryTables,
+    FleetViewTables,
+):
     """The embedded store. ``path`` may be ``":memory:"`` for throwaway use."""
 
     def __init__(self, path: str | Path) -> None:
@@ -300,6 +326,7 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
         ]
         changed_products = self._changed_products(document)
         with self._transaction() as db:
+            replaced_products, replaced_kbs = document_footprint(db, info.document_id)  # what the old version listed
             old_rows = {
                 row[1:4]: row for row in db.execute("SELECT * FROM fixes WHERE document_id = ?", (info.document_id,))
             }
@@ -345,7 +372,8 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
             # One edge per (KB, older KB): an LCU repeats the same edge for every CVE and product.
             edges = {(fix.kb, old) for fix in document.fixes for old in fix.supersedes}
             db.executemany("INSERT INTO supersedence VALUES (?, ?, ?)", ((info.document_id, *edge) for edge in edges))
-            bump_revision(db, CATALOG)
+            products, kbs = document_footprint(db, info.document_id)
+            log_catalog_change(db, products | replaced_products, kbs | replaced_kbs)
         assert self._known_products is not None
         for product_id, name, family in changed_products:  # only once the transaction committed
             self._known_products[product_id] = (name, family or self._known_products.get(product_id, ("", None))[1])
@@ -432,27 +460,7 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
                 sql.append(f"AND {column} IN ({_placeholders(values)})")
                 parameters.extend(values)
         rows = self._query(" ".join(sql), parameters)
-        return [self._affected_record(row) for row in rows]
-
-    @staticmethod
-    def _affected_record(row: tuple[Any, ...]) -> AffectedRecord:
-        return AffectedRecord(
-            document_id=row[0],
-            cve=row[1],
-            product_id=row[2],
-            product=row[3],
-            family=row[4],
-            title=row[5],
-            severity=row[6],
-            impact=row[7],
-            cvss_base=row[8],
-            cvss_temporal=row[9],
-            cvss_vector=row[10],
-            cwe=tuple(json.loads(row[11])),
-            exploited=_flag(row[12]),
-            publicly_disclosed=_flag(row[13]),
-            release_date=_day(row[14]),
-        )
+        return list(map(CatalogRowDecoder().affected, rows))
 
     def fixes_for_products(self, product_ids: Collection[str], cves: Collection[str] | None = None) -> list[FixRecord]:
         sql = f"SELECT * FROM fixes WHERE product_id IN ({_placeholders(product_ids)})"
@@ -460,30 +468,12 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
         if cves is not None:
             sql += f" AND cve IN ({_placeholders(cves)})"
             parameters.extend(cves)
-        return [self._fix(row) for row in self._query(sql, parameters)]
+        return list(map(CatalogRowDecoder().fix, self._query(sql, parameters)))
 
     def fixes_for_kbs(self, kbs: Iterable[int]) -> list[FixRecord]:
         wanted = list(kbs)
         sql = f"SELECT * FROM fixes WHERE kb IN ({_placeholders(wanted)})"
-        return [self._fix(row) for row in self._query(sql, wanted)]
-
-    @staticmethod
-    def _fix(row: tuple[object, ...]) -> FixRecord:
-        document_id, cve, product_id, kb, subtype, build, supersedes, restart, download = row
-        return FixRecord(
-            str(document_id),
-            KbFix(
-                cve=str(cve),
-                product_id=str(product_id),
-                kb=int(kb),  # type: ignore[call-overload]
-                subtype=subtype,  # type: ignore[arg-type]
-                fixed_build=build,  # type: ignore[arg-type]
-                supersedes=tuple(int(number) for number in str(supersedes).split(",") if number),
-                restart_required=restart,  # type: ignore[arg-type]
-                kb_url=kb_article_url(int(kb)),  # type: ignore[call-overload]
-                download_url=_expand_download_url(int(kb), download),  # type: ignore[call-overload, arg-type]
-            ),
-        )
+        return list(map(CatalogRowDecoder().fix, self._query(sql, wanted)))
 
     def _edges(self, column: str, other: str, kbs: Iterable[int]) -> dict[int, set[int]]:
         wanted = list(kbs)
@@ -513,6 +503,7 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
 
     def save_instances(self, instances: Iterable[Instance], discovered_at: datetime) -> None:
         """Upsert what discovery found; instances no longer listed are kept (history)."""
+        listed = list(instances)
         with self._transaction() as db:
             db.executemany(
                 f"INSERT INTO instances ({INSTANCE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -523,9 +514,9 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
                 "tags = excluded.tags, discovered_at = excluded.discovered_at, "
                 "offline_since = CASE WHEN excluded.online THEN NULL "
                 "ELSE coalesce(instances.offline_since, excluded.offline_since) END",
-                (instance_row(instance, discovered_at) for instance in instances),
+                (instance_row(instance, discovered_at) for instance in listed),
             )
-            bump_revision(db, FLEET)
+            log_fleet_change(db, [instance.instance_id for instance in listed])
 
     def list_instances(self) -> list[Instance]:
         rows = self._query(f"SELECT {INSTANCE_COLUMNS} FROM instances ORDER BY name, instance_id")
@@ -536,22 +527,20 @@ class SqliteStore(RunTables, AccessTables, SettingsTables, RevisionTables, JobTa
         return instance_from_row(rows[0]) if rows else None
 
     def save_scans(self, scans: Iterable[ScanReport]) -> None:
+        rows = scan_rows(scans)  # encoded before the write lock is taken
         with self._transaction() as db:
-            db.executemany(
-                f"INSERT OR REPLACE INTO scans ({SCAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                map(scan_row, scans),
-            )
-            bump_revision(db, FLEET)
+            db.executemany(f"INSERT OR REPLACE INTO scans ({SCAN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            record_newest(db, rows)
+            log_fleet_change(db, [row[0] for row in rows])
 
     def latest_scans(self, instance_ids: Collection[str] | None = None) -> dict[str, ScanReport]:
         """The newest scan of each instance (all instances, or the given ones)."""
         sql = (
-            f"SELECT {', '.join('s.' + column for column in SCAN_COLUMNS.split(', '))} FROM scans s "
-            "JOIN (SELECT instance_id, max(scanned_at) AS latest FROM scans "
-            "GROUP BY instance_id) m ON s.instance_id = m.instance_id AND s.scanned_at = m.latest"
+            f"SELECT {', '.join('s.' + column for column in SCAN_COLUMNS.split(', '))} FROM newest_scans n "
+            "JOIN scans s ON s.instance_id = n.instance_id AND s.scanned_at = n.scanned_at"
         )
         parameters: list[object] = []
         if instance_ids is not None:
-            sql += f" WHERE s.instance_id IN ({_placeholders(instance_ids)})"
+            sql += f" WHERE n.instance_id IN ({_placeholders(instance_ids)})"
             parameters.extend(instance_ids)
         return {scan.instance_id: scan for scan in map(scan_from_row, self._query(sql, parameters))}

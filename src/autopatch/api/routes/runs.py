@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import StreamingResponse
 
 from autopatch.api.deps import AuditTrail, FleetDep, StoreDep, audited, get_settings, require
@@ -32,6 +32,7 @@ from autopatch.engine.options import RunOptions
 from autopatch.engine.report import run_view
 from autopatch.errors import ValidationError
 from autopatch.operations import cancel_run, plan_dry_run, plan_rows, prepare_patch, run_rows
+from autopatch.rollout import API_FIELDS, apply_rollout, parse_rollout, with_rings
 from autopatch.wiring import open_store
 
 router = APIRouter(prefix="/runs", tags=["runs"], dependencies=[Depends(require(Role.VIEWER))])
@@ -65,6 +66,17 @@ def start_run(
     for ``dry_run: true``."""
     instance_ids = [parse_instance_id(value, "instance_ids") for value in body.instance_ids]
     trail.target = ",".join(instance_ids) or ("all" if body.all_servers else f"tag {body.tag}")
+    rollout = parse_rollout(
+        API_FIELDS,
+        concurrency=body.concurrency,
+        max_errors=body.max_errors,
+        rings=body.rings,
+        health_script=body.health_script,
+        soak=body.soak,
+    )
+    if rollout.health_script is not None and not trail.principal.role.allows(Role.ADMIN):
+        # The script runs as SYSTEM on every server of the run: more than patching, which operators may do.
+        raise HTTPException(403, "health_script: a run with a health-check script needs an admin token")
     patch = prepare_patch(
         fleet,
         store,
@@ -73,9 +85,14 @@ def start_run(
         tag=body.tag,
         kbs=body.kbs,
         severity=body.severity,
-        options=RunOptions(concurrency=body.concurrency, max_errors=body.max_errors, reboot=body.reboot),
+        options=RunOptions(reboot=body.reboot, snapshot=body.snapshot),
         targets_rule='give exactly one of "instance_ids", "all": true or "tag": "K=V"',
+        baseline=body.baseline,
+        as_of=body.as_of,
+        dry_run=body.dry_run,
+        exploited_only=body.exploited_only,
     )
+    patch = apply_rollout(patch, rollout)  # percentages resolved, rings checked against the targets
     if not body.dry_run:
         run_id = _worker(request).submit_patch(patch, trail.principal.name)
         trail.detail = f"run {run_id}"
@@ -83,7 +100,7 @@ def start_run(
         return {"run_id": run_id, "status": "Pending"}
     trail.detail = "dry run"
     plan = plan_dry_run(fleet, store, patch)
-    rows = plan_rows(plan)
+    rows = with_rings(plan_rows(plan), rollout, patch.targets)
     return {"kbs_to_install": sum(len(row["kbs_in_order"]) for row in rows), "servers": rows}
 
 

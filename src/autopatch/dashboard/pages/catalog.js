@@ -3,6 +3,7 @@
 
 import { api, fetchAll, serves } from "../api.js";
 import { emptyState, guarded, h, showBanner, table } from "../ui.js";
+import { kevSection } from "./deadlines.js";
 
 const POLL_MS = 1000;
 const DONE = new Set(["succeeded", "failed"]);
@@ -88,7 +89,7 @@ export async function renderCatalog(view, { can }) {
     });
     view.append(h("div", { class: "toolbar" }, button, h("span", { class: "hint" }, "Downloads the MSRC months not imported yet and imports them.")));
   }
-  view.append(jobArea);
+  view.append(jobArea, kevSection(can("admin")));
   if (!products) return () => timer && clearInterval(timer);
   if (products.items.length === 0) {
     view.append(emptyState(can("admin") && updatable ? "The catalog is empty: Update now imports it." : "The catalog is empty: an admin imports it (Update now, or autopatch catalog update)."));

@@ -3,6 +3,7 @@
 
 import { api, fetchAll } from "../api.js";
 import { emptyState, guarded, h, severityCell, table } from "../ui.js";
+import { dueCell, riskBadges, riskRank, severitySortKey, sortableTable } from "./deadlines.js";
 
 const PAGE_SIZES = [25, 50, 100, 200];
 const SEVERITIES = ["Critical", "Important", "Moderate", "Low"];
@@ -30,6 +31,7 @@ export async function renderCves(view, { params }) {
     severity: params.get("severity") || "",
     month: params.get("month") || "",
     q: params.get("q") || "",
+    as_of: params.get("as_of") || "",
     limit: Number(params.get("limit")) || 50,
     offset: Number(params.get("offset")) || 0,
   };
@@ -39,18 +41,20 @@ export async function renderCves(view, { params }) {
     h("option", { value: "" }, "Any"), SEVERITIES.map((s) => h("option", { value: s, selected: s === state.severity }, s)));
   const month = h("input", { id: "f-month", name: "month", placeholder: "YYYY-MM", value: state.month, pattern: "[0-9]{4}-[0-9]{2}", size: 8 });
   const text = h("input", { id: "f-q", name: "q", type: "search", placeholder: "CVE id, title or KB", value: state.q });
+  const asOf = h("input", { id: "f-as-of", name: "as_of", type: "date", value: state.as_of, title: "deadlines and KEV on this day; later CVEs left out" });
   const size = h("select", { id: "f-limit", name: "limit" }, PAGE_SIZES.map((n) => h("option", { value: n, selected: n === state.limit }, String(n))));
   const form = h("form", {
     class: "filters",
     onsubmit: (event) => {
       event.preventDefault();
-      go({ product: product.value, severity: severity.value, month: month.value.trim(), q: text.value.trim(), limit: size.value, offset: 0 });
+      go({ product: product.value, severity: severity.value, month: month.value.trim(), q: text.value.trim(), as_of: asOf.value, limit: size.value, offset: 0 });
     },
   },
   h("div", {}, h("label", { for: "f-product" }, "Product"), product),
   h("div", {}, h("label", { for: "f-severity" }, "Severity"), severity),
   h("div", {}, h("label", { for: "f-month" }, "Month"), month),
   h("div", {}, h("label", { for: "f-q" }, "Search CVE"), text),
+  h("div", {}, h("label", { for: "f-as-of" }, "As of"), asOf),
   h("div", {}, h("label", { for: "f-limit" }, "Per page"), size),
   h("div", { class: "form-actions" }, h("button", { type: "submit" }, "Apply"),
     h("button", { type: "button", class: "secondary", onclick: () => go({ product: product.value }) }, "Clear filters")));
@@ -64,22 +68,25 @@ export async function renderCves(view, { params }) {
     view.append(emptyState("No CVE matches these filters.", h("button", { type: "button", class: "secondary", onclick: () => go({ product: state.product }) }, "Clear filters")));
     return;
   }
-  const rows = found.items.map((cve) =>
-    h("tr", {},
-      h("th", { scope: "row", class: "mono" }, cve.cve),
-      h("td", {}, cve.title),
-      h("td", {}, severityCell(cve.severity)),
-      h("td", {}, cve.month),
-      h("td", { class: "num" }, cve.cvss_base ?? "—"),
-      h("td", {}, cve.exploited ? h("strong", {}, "Exploited") : cve.exploited === false ? "No" : "—"),
-      h("td", {}, kbLinks(cve.kbs))));
+  // Without a server, "overdue" only says the deadline has passed: the Due column shows it, no badge.
+  const columns = [
+    { label: "CVE", key: (c) => c.cve, cell: (c) => h("th", { scope: "row", class: "mono" }, c.cve) },
+    { label: "Title", key: (c) => c.title, cell: (c) => h("td", {}, c.title) },
+    { label: "Severity", key: (c) => severitySortKey(c.severity), cell: (c) => h("td", {}, severityCell(c.severity)) },
+    { label: "Month", key: (c) => c.month, cell: (c) => h("td", { class: "nowrap" }, c.month), descending: true },
+    { label: "CVSS", class: "num", key: (c) => c.cvss_base, cell: (c) => h("td", { class: "num" }, c.cvss_base ?? "—"), descending: true },
+    { label: "Due", key: (c) => c.due, cell: (c) => dueCell(c, { overdue: false }) },
+    { label: "Risk", key: (c) => riskRank(c, { overdue: false }), cell: (c) => h("td", {}, riskBadges(c, { overdue: false })), descending: true },
+    { label: "Fixed by", cell: (c) => h("td", {}, kbLinks(c.kbs)) },
+  ];
   const from = state.offset + 1;
   const to = state.offset + found.items.length;
   const pager = h("nav", { class: "pager", "aria-label": "Pages" },
     h("button", { type: "button", class: "secondary", disabled: state.offset === 0, onclick: () => go({ ...state, offset: Math.max(0, state.offset - state.limit) }) }, "Previous"),
     h("span", { role: "status" }, `${from}–${to} of ${found.total.toLocaleString("en")}`),
     h("button", { type: "button", class: "secondary", disabled: to >= found.total, onclick: () => go({ ...state, offset: state.offset + state.limit }) }, "Next"));
-  view.append(pager, table(`CVEs of ${state.product}${state.severity ? `, ${state.severity}` : ""}${state.month ? `, ${state.month}` : ""}${state.q ? `, matching “${state.q}”` : ""}`, ["CVE", "Title", "Severity", "Month", { label: "CVSS", class: "num" }, "Exploited", "Fixed by"], rows, { class: "cves" }));
+  const caption = `CVEs of ${state.product}${state.severity ? `, ${state.severity}` : ""}${state.month ? `, ${state.month}` : ""}${state.q ? `, matching “${state.q}”` : ""} (this page; click a column to sort)`;
+  view.append(pager, sortableTable(caption, columns, found.items, { attrs: { class: "cves" }, rowAttrs: (c) => ({ "data-cve": c.cve }) }));
 }
 
 function chain(title, kbs) {

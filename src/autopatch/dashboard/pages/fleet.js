@@ -3,6 +3,8 @@
 
 import { api } from "../api.js";
 import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } from "../ui.js";
+import { heldList } from "./baselines.js";
+import { overdueLine } from "./deadlines.js";
 
 const PAGE = 1000; // the API's largest page: one request covers fleets up to this size
 
@@ -26,17 +28,19 @@ function fleetChart(totals, rows) {
       h("p", { class: "muted" }, `No server assessed yet (${totals.servers} never scanned, offline or unidentified). Select servers and Scan them to see their open CVEs.`));
   }
   const other = Math.max(0, totals.open_total - totals.open_critical - totals.open_important);
+  const otherOverdue = Math.max(0, totals.overdue_total - totals.overdue_critical - totals.overdue_important);
   const unknown = rows.filter((row) => row.status !== "assessed").length;
   const figure = barChart(
-    `Open CVEs by severity across ${totals.servers_assessed} assessed of ${totals.servers} servers`,
+    `Open and overdue CVEs by severity across ${totals.servers_assessed} assessed of ${totals.servers} servers`,
     [
-      { label: "Critical", values: [totals.open_critical] },
-      { label: "Important", values: [totals.open_important] },
-      { label: "Other", values: [other] },
+      { label: "Critical", values: [totals.open_critical, totals.overdue_critical] },
+      { label: "Important", values: [totals.open_important, totals.overdue_important] },
+      { label: "Other", values: [other, otherOverdue] },
     ],
-    [{ name: "open", class: "bar-now" }],
+    [{ name: "open", class: "bar-now" }, { name: "overdue", class: "bar-overdue" }],
     "fleet-severity-chart",
   );
+  figure.append(overdueLine(totals));
   if (unknown > 0) figure.append(h("p", { class: "hint" }, `${unknown} server(s) not assessed (never scanned, offline or unidentified): not counted.`));
   return figure;
 }
@@ -51,7 +55,9 @@ function planView(plan) {
         ? h("ol", { class: "kb-list" }, server.kbs_in_order.map((kb) => h("li", {}, h("a", { href: `#/kb/${kb}` }, kb))))
         : h("span", { class: "muted" }, "nothing to install")),
       h("td", { class: "num" }, String(server.expected_reboots)),
-      h("td", {}, server.note || ""),
+      h("td", {}, server.open_exploited ? h("div", { class: "small" }, `${server.open_exploited} exploited/KEV CVE(s) open: starts first`) : null,
+        server.note || "", server.baseline ? h("div", { class: "small" }, `baseline ${server.baseline}`) : null,
+        heldList(server.held)),
     ));
   return h("section", { class: "plan", "aria-labelledby": "plan-title" },
     h("h2", { id: "plan-title" }, `Plan: ${plan.kbs_to_install} KB install(s) on ${plan.servers.length} server(s)`),
@@ -131,19 +137,21 @@ export async function renderFleet(view, { can }) {
     const unknown = exposureStatus(row);
     return h("tr", {},
       operator ? h("td", {}, boxFor[server.instance_id]) : null,
-      h("th", { scope: "row" }, server.name),
+      h("th", { scope: "row" }, h("a", { href: `#/exposure/${server.instance_id}`, title: "its open CVEs and deadlines" }, server.name)),
       h("td", { class: "mono" }, server.instance_id),
       h("td", {}, server.product),
       h("td", { class: "mono" }, (row && row.build) || server.build || "—"), // the scan's build has the revision
       h("td", {}, server.online ? chip("Online") : h("span", {}, chip("Offline"), server.offline_since ? h("div", { class: "small" }, "since ", timeCell(server.offline_since)) : null)),
-      unknown ? h("td", { class: "muted", colspan: 2 }, unknown) : [countCell(row.open_critical, "sev-critical"), countCell(row.open_important, "sev-important")],
+      unknown ? h("td", { class: "muted", colspan: 4 }, unknown) : [countCell(row.open_critical, "sev-critical"), countCell(row.open_important, "sev-important"),
+        countCell(row.overdue_total, "overdue"), countCell(row.open_exploited, "sev-critical")],
       h("td", {}, row && row.scanned_at ? timeCell(row.scanned_at) : h("span", { class: "muted" }, "never")),
     );
   };
   const headers = [
     ...(operator ? [{ label: selectAll }] : []),
     "Name", "Instance ID", "Product", "Build", "Online",
-    { label: "Critical open", class: "num" }, { label: "Important open", class: "num" }, "Last scan",
+    { label: "Critical open", class: "num" }, { label: "Important open", class: "num" },
+    { label: "Overdue", class: "num" }, { label: "Exploited/KEV", class: "num" }, "Last scan",
   ];
   // Rebuilt in place after a scan: the checkboxes (and so the selection) are kept.
   const show = (fleetExposure) => {

@@ -6,9 +6,12 @@
 
 import { api, serves, streamEvents, StreamUnavailable } from "../api.js";
 import { barChart, chip, emptyState, guarded, h, showBanner, table, timeCell } from "../ui.js";
+import { pausedNote } from "./windows.js";
+import { snapshotPanel } from "./run_snapshots.js";
+import { ringsSection } from "./run_rings.js";
 
-const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled"]);
-const NO_WORK = new Set(["Already Installed", "Superseded", "Not Available"]);
+const TERMINAL = new Set(["Succeeded", "Failed", "Cancelled", "Halted"]);
+const NO_WORK = new Set(["Already Installed", "Superseded", "Not Available", "Held"]);
 const FINISHED_KB = new Set(["Success", "Failed", "Cancelled"]);
 // Polling: the first read soon, then further apart while nothing changes, fast again when it does.
 const POLL_FIRST_MS = 1000;
@@ -166,6 +169,7 @@ export async function renderRun(view, { id, can }) {
         h("h2", {}, server.name, " ", h("span", { class: "mono small" }, server.instance_id)),
         chip(server.status), reboot),
       h("p", { class: "small" }, `${server.product || "unknown product"} · build ${server.build_before || "?"} → ${server.build_after || "…"} · ${server.reboots} reboot(s)`, server.reason ? ` · ${server.reason}` : ""),
+      snapshotPanel(server),
       // No bar without work: a skipped (offline) server at "100%" would read as patched.
       work.length ? progressBar(`Progress of ${server.name}`, progress, terminal, `progress-${server.instance_id}`) : null,
       work.length
@@ -185,13 +189,17 @@ export async function renderRun(view, { id, can }) {
     const cancel = operator && !terminal && run.status !== "Cancelling"
       ? h("button", { type: "button", class: "danger", onclick: () => act(() => api(`/runs/${run.run_id}/cancel`, { method: "POST" }), (r) => `Run ${r.run_id}: ${r.status}.`) }, "Cancel run")
       : null;
-    header.replaceChildren(
+    // replaceChildren would print a null as the text "null": sections a run does not have are left out.
+    header.replaceChildren(...[
       h("div", { class: "run-facts" },
         chip(run.status), " ", live,
         h("span", { class: "small" }, ` ${run.kind} run · created `, timeCell(run.created_at), run.started_at ? [" · started ", timeCell(run.started_at)] : ""),
         cancel),
       note,
-      progressBar("Overall progress", all, terminal, "progress-overall"));
+      pausedNote(run),
+      progressBar("Overall progress", all, terminal, "progress-overall"),
+      ringsSection(run),
+    ].filter(Boolean));
     body.replaceChildren(
       ...(run.servers.length ? run.servers.map((server) => serverSection(server, terminal)) : [h("p", { class: "muted", role: "status" }, "Scanning and planning the servers…")]));
     if (terminal && !finishedShown) {

@@ -4,6 +4,7 @@
 
 import { api } from "../api.js";
 import { emptyState, guarded, h, showBanner, table } from "../ui.js";
+import { slaSection } from "./deadlines.js";
 
 function settingRow(setting, redraw) {
   const id = `setting-${setting.key}`;
@@ -50,4 +51,5 @@ export async function renderSettings(view, { can }) {
   };
   view.append(h("p", { class: "hint" }, "Changes apply to the next run, import or catalog update, in this server and the CLI alike."), holder);
   await draw();
+  view.append(slaSection(true));
 }
