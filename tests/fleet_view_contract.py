@@ -55,6 +55,13 @@ class FleetViewStoreContract:
         assert not db.scanned and db.build is None and db.offered_kbs is None and db.installed_kbs == frozenset()
         assert not core.online and core.offline_since is not None
 
+    def test_a_scan_stored_again_at_the_same_time_replaces_the_newest(self, store: Store) -> None:
+        _discover(store)
+        store.save_scans([scan_of(WEB, "10.0.20348.2227", hours=1)])
+        store.save_scans([scan_of(WEB, "10.0.20348.2322", hours=1)])
+        [web] = store.scanned_servers([WEB])
+        assert web.build == store.latest_scans([WEB])[WEB].build == "10.0.20348.2322"
+
     def test_servers_listing_the_same_kbs_share_one_set(self, store: Store) -> None:
         _discover(store)
         store.save_scans([scan_of(WEB, "10.0.20348.2227", 1), scan_of(DB, "10.0.20348.2113", 1)])

@@ -202,3 +202,14 @@ def test_each_severity_filter_is_kept_and_brought_up_to_date_on_its_own(fleet_st
 
     assert_same(cache.get(fleet_store, {"Critical"}), FleetExposureCache().get(fleet_store, {"Critical"}))
     assert_same(cache.get(fleet_store), full(fleet_store))
+
+
+def test_an_import_about_a_product_the_fleet_does_not_run_reassesses_nothing(fleet_store: SqliteStore) -> None:
+    cache = FleetExposureCache()
+    before = cache.get(fleet_store)
+    fleet_store.replace_document(_document(fleet_store, "Windows Server 2016", 9990004), "d" * 64)
+
+    after = cache.get(fleet_store)
+    assert after is not before  # brought to the new revision
+    assert all(new is old for new, old in zip(after.rows, before.rows, strict=True))
+    assert_same(after, full(fleet_store))

@@ -33,6 +33,7 @@ from autopatch.domain.exposure import (
 )
 from autopatch.domain.fleet_view import ScannedServer
 from autopatch.domain.identifiers import Month, parse_kb, parse_partial_build
+from autopatch.domain.os_identity import OsIdentity
 from autopatch.domain.product_catalog import (
     NO_MONTH,
     Build,
@@ -50,9 +51,9 @@ from autopatch.domain.product_catalog import (
 from autopatch.errors import NotFoundError, shorten
 from autopatch.exposure_rows import (
     LevelColumns,
-    ServerReader,
     collector_paused,
     exposure_rows,
+    identity_of,
     scanned_targets,
     unknown_reason,
 )
@@ -350,15 +351,13 @@ def fleet_exposure(
     ``rules`` (the stored SLA policy and KEV entries on ``as_of``, today by default); with
     ``as_of``, CVEs and KBs released after that day do not exist yet.
     """
-    reader = ServerReader()
     memo = memo if memo is not None else AssessmentMemo()
     rules = rules if rules is not None else load_deadline_rules(store, as_of)
     catalogs, summaries = memo.catalogs, memo.summaries
     wanted = frozenset(severities) if severities else None
 
-    def columns(server: ScannedServer) -> LevelColumns:
+    def columns(server: ScannedServer, identity: OsIdentity) -> LevelColumns:
         """The product and the exposure columns of one patch level (every server at it shares them)."""
-        identity = reader.identity(server)
         unknown = unknown_reason(server, identity)
         if unknown is not None or identity.product is None:
             return identity.product, {"status": unknown} | UNKNOWN_EXPOSURE | ({"cves": None} if with_cves else {})
@@ -366,7 +365,7 @@ def fleet_exposure(
             catalogs[identity.product] = load_product_catalog(store, identity.product, memo.reads)
             if as_of is not None:
                 catalogs[identity.product] = catalog_on(store, catalogs[identity.product], as_of)
-        facts = reader.facts(server)
+        facts = server_facts(server.build, server.installed_kbs, server.offered_kbs)
         key = (identity.product, facts, wanted, with_cves, rules.key)
         if key not in summaries:
             summaries[key] = memo.previous.pop(key, None) or _summarise(
@@ -375,9 +374,10 @@ def fleet_exposure(
         return identity.product, summaries[key]
 
     def columns_of_levels(servers: list[ScannedServer]) -> list[LevelColumns]:
-        products = {product for server in servers if (product := reader.identity(server).product) is not None}
+        identities = [identity_of(server) for server in servers]
+        products = {identity.product for identity in identities if identity.product is not None}
         prefetch_catalogs(store, products - catalogs.keys(), memo.reads)
-        return [columns(server) for server in servers]
+        return [columns(server, identity) for server, identity in zip(servers, identities, strict=True)]
 
     with collector_paused():  # 100,000 records and rows that all survive: see ``collector_paused``
         return exposure_rows(scanned_targets(store, instance_ids), columns_of_levels)

@@ -189,6 +189,8 @@ class FleetExposureCache:
             if products is None:
                 return None
             moved |= {row["instance_id"] for row in kept.kept.rows if row["product"] in products}
+        if not moved:  # e.g. an import touching no product of the fleet: the rows stand
+            return kept.kept
         if len(moved) > max(REASSESS_ALWAYS, REASSESS_AT_MOST * len(kept.kept.rows)):
             return None
         try:

@@ -1,11 +1,10 @@
-"""Reading many servers for their exposure: each distinct fact decoded once, each server a few lookups.
+"""Rows for many servers at once: each distinct patch level worked out once, each server a few lookups.
 
 ``fleet_exposure`` (``assessment.py``) reads the store's narrow fleet view (``ScannedServer``,
-``domain/fleet_view.py``) through a ``ServerReader``: the product identification is worked out
-once per distinct (platform, build, installation type, AMI, OS tag), and ``ServerFacts`` once per
-distinct (build, installed, offered), whose sets the store already hands out shared. 100,000
-servers at a few hundred patch levels then cost a few hundred identifications and parses, and
-per server a handful of dictionary lookups and its row.
+``domain/fleet_view.py``), whose KB sets the store hands out shared, and groups the servers by
+patch level (``ScannedServer.patch_level``): identification, parsing and the assessment happen
+once per level. 100,000 servers at a few hundred patch levels then cost a few hundred of each,
+and per server a slice, a lookup and its row.
 """
 
 from __future__ import annotations
@@ -15,9 +14,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from autopatch.domain.exposure import ServerFacts
 from autopatch.domain.fleet_view import ScannedServer
-from autopatch.domain.identifiers import parse_kb, parse_partial_build
 from autopatch.domain.os_identity import OsIdentity, identify_product
 from autopatch.scanning import unknown_instance
 from autopatch.store.base import FleetViewStore
@@ -34,48 +31,16 @@ def scanned_targets(store: FleetViewStore, instance_ids: Collection[str] = ()) -
     return [found[instance_id] for instance_id in dict.fromkeys(instance_ids)]
 
 
-class ServerReader:
-    """Identities and facts of servers, each distinct one worked out once (one reader per fleet read)."""
-
-    def __init__(self) -> None:
-        self._identities: dict[tuple[Any, ...], OsIdentity] = {}
-        self._facts: dict[tuple[Any, ...], ServerFacts] = {}
-        self._kbs: dict[frozenset[str], frozenset[int]] = {}
-
-    def identity(self, server: ScannedServer) -> OsIdentity:
-        """The MSRC product the server runs (as ``scanning.identify`` decides it)."""
-        key = (
-            server.platform_name,
-            server.platform_version,
-            server.build,
-            server.installation_type,
-            server.ami_name,
-            server.os_tag,
-        )
-        found = self._identities.get(key)
-        if found is None:
-            found = self._identities[key] = identify_product(*key)
-        return found
-
-    def facts(self, server: ScannedServer) -> ServerFacts:
-        """What the server's newest scan says (as ``assessment.server_facts`` reads it)."""
-        key = (server.build, server.installed_kbs, server.offered_kbs)
-        found = self._facts.get(key)
-        if found is None:
-            branch, revision = parse_partial_build(server.build) if server.build is not None else (None, None)
-            found = self._facts[key] = ServerFacts(
-                build=(*branch, revision) if branch is not None and revision is not None else None,
-                installed=self._numbers(server.installed_kbs, "installed"),
-                offered=None if server.offered_kbs is None else self._numbers(server.offered_kbs, "offered"),
-                branch=branch,
-            )
-        return found
-
-    def _numbers(self, kbs: frozenset[str], field: str) -> frozenset[int]:
-        found = self._kbs.get(kbs)
-        if found is None:
-            found = self._kbs[kbs] = frozenset(int(parse_kb(kb, field)[2:]) for kb in kbs)
-        return found
+def identity_of(server: ScannedServer) -> OsIdentity:
+    """The MSRC product the server runs, as ``scanning.identify`` decides it from an instance and its scan."""
+    return identify_product(
+        server.platform_name,
+        server.platform_version,
+        build=server.build,
+        installation_type=server.installation_type,
+        ami_name=server.ami_name,
+        os_tag=server.os_tag,
+    )
 
 
 @contextmanager

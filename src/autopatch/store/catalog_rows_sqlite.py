@@ -41,22 +41,14 @@ class CatalogRowDecoder:
         released = row[14]
         if released and released not in self._days:
             self._days[released] = date.fromisoformat(released)
-        return AffectedRecord(
-            document_id=row[0],
-            cve=row[1],
-            product_id=row[2],
-            product=row[3],
-            family=row[4],
-            title=row[5],
-            severity=row[6],
-            impact=row[7],
-            cvss_base=row[8],
-            cvss_temporal=row[9],
-            cvss_vector=row[10],
-            cwe=cwe,
-            exploited=None if row[12] is None else bool(row[12]),
-            publicly_disclosed=None if row[13] is None else bool(row[13]),
-            release_date=self._days[released] if released else None,
+        return AffectedRecord._make(  # the row's first eleven columns are the record's first eleven fields
+            (
+                *row[:11],
+                cwe,
+                None if row[12] is None else bool(row[12]),
+                None if row[13] is None else bool(row[13]),
+                self._days[released] if released else None,
+            )
         )
 
     def fix(self, row: tuple[Any, ...]) -> FixRecord:

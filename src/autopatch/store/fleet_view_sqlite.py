@@ -1,9 +1,10 @@
 """SQLite side of the fleet view: newest-scan pointers, the change log, and the narrow fleet read.
 
-``newest_scans`` names each instance's newest scan (one small row per instance, moved forward in
-the transaction that stores a newer scan, never back), so "every server's latest scan" reads one
-row per server however long the scan history grows; the GROUP BY it replaces read every scan
-ever stored.
+``newest_scans`` holds each instance's newest scan time and what its exposure reads of it (build,
+installation type, KB lists: one row per instance, moved forward in the transaction that stores a
+newer scan, never back), so "every server's latest scan" reads one row per server however long
+the scan history grows (the GROUP BY it replaces read every scan ever stored), and the fleet's
+exposure reads this one compact table, never the history.
 
 ``changes`` logs what each write of the catalog or the fleet touched, under the revision the
 write moved its counter to (``revisions_sqlite``), in the same transaction: a reader holding
@@ -42,6 +43,23 @@ FLEET_VIEW_MIGRATION = """
         keys TEXT,
         PRIMARY KEY (part, revision)
     ) WITHOUT ROWID
+"""
+# The newest scan's time became its exposure facts too: the fleet's exposure then reads this one
+# compact table instead of joining every server's row of the history.
+NEWEST_SCAN_FACTS_MIGRATION = """
+    DROP TABLE newest_scans;
+    CREATE TABLE newest_scans (
+        instance_id TEXT PRIMARY KEY,
+        scanned_at TEXT NOT NULL,
+        build TEXT NOT NULL,
+        installation_type TEXT NOT NULL,
+        installed_kbs TEXT NOT NULL,
+        offered TEXT NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO newest_scans
+        SELECT s.instance_id, s.scanned_at, s.build, s.installation_type, s.installed_kbs, s.offered
+        FROM scans s JOIN (SELECT instance_id, max(scanned_at) AS newest FROM scans GROUP BY instance_id) m
+            ON s.instance_id = m.instance_id AND s.scanned_at = m.newest
 """
 KEPT_REVISIONS = 1000  # log rows kept per part
 LOGGED_KEYS_LIMIT = 2000  # instances logged one by one per write; beyond, "many"
@@ -85,11 +103,16 @@ def scan_rows(scans: Iterable[ScanReport]) -> list[tuple[Any, ...]]:
 
 
 def record_newest(db: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Inside the caller's transaction: move each instance's newest-scan pointer forward (never back)."""
+    """Inside the caller's transaction: move each instance's newest scan forward (never back).
+
+    A scan stored again at the same time replaces the newest, as it replaces the row in ``scans``.
+    """
     db.executemany(
-        "INSERT INTO newest_scans (instance_id, scanned_at) VALUES (?, ?) ON CONFLICT (instance_id) "
-        "DO UPDATE SET scanned_at = excluded.scanned_at WHERE excluded.scanned_at > newest_scans.scanned_at",
-        (row[:2] for row in rows),
+        "INSERT INTO newest_scans VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_id) DO UPDATE SET "
+        "scanned_at = excluded.scanned_at, build = excluded.build, installation_type = excluded.installation_type, "
+        "installed_kbs = excluded.installed_kbs, offered = excluded.offered "
+        "WHERE excluded.scanned_at >= newest_scans.scanned_at",
+        ((row[0], row[1], row[3], row[4], row[5], row[6]) for row in rows),
     )
 
 
@@ -163,10 +186,7 @@ _INSTANCES = (
     "SELECT instance_id, name, online, offline_since, platform_name, platform_version, ami_name, "
     "json_extract(tags, '$.OS') FROM instances"
 )
-_NEWEST = (
-    "SELECT s.instance_id, s.scanned_at, s.build, s.installation_type, s.installed_kbs, s.offered "
-    "FROM newest_scans n JOIN scans s ON s.instance_id = n.instance_id AND s.scanned_at = n.scanned_at"
-)
+_NEWEST = "SELECT instance_id, scanned_at, build, installation_type, installed_kbs, offered FROM newest_scans n"
 
 
 class FleetViewTables:

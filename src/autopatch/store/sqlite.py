@@ -43,6 +43,7 @@ from autopatch.store.fleet_sqlite import (
 )
 from autopatch.store.fleet_view_sqlite import (
     FLEET_VIEW_MIGRATION,
+    NEWEST_SCAN_FACTS_MIGRATION,
     FleetViewTables,
     document_footprint,
     log_catalog_change,
@@ -151,6 +152,7 @@ MIGRATIONS: tuple[str, ...] = (
     RUN_EXPLOITED_MIGRATION,
     HISTORY_MIGRATION,
     FLEET_VIEW_MIGRATION,
+    NEWEST_SCAN_FACTS_MIGRATION,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 BUSY_TIMEOUT_SECONDS = 5.0  # SQLite's own wait for a lock, per statement
