@@ -189,3 +189,15 @@ def configured_simulator() -> Iterator[FleetSimulator]:
     finally:
         fleet.close()
         store.close()
+
+
+@pytest.fixture
+def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's AWS: fake credentials and us-east-1, so no test ever reaches a real account."""
+    for variable, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(variable, value)
