@@ -16,7 +16,7 @@ from . import test_fleet_ssm
 from .test_fleet_ssm import launch, sent_commands
 
 # The SSM adapter's moto fixtures, shared with its own tests.
-_fake_aws_credentials = test_fleet_ssm._fake_aws_credentials
+pytestmark = pytest.mark.usefixtures("fake_aws_credentials")
 aws, ec2, ssm, windows_ami = test_fleet_ssm.aws, test_fleet_ssm.ec2, test_fleet_ssm.ssm, test_fleet_ssm.windows_ami
 
 # Quotes, a subexpression, backticks, a semicolon and a non-ASCII name: all of it must arrive as written.
